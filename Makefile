@@ -1,0 +1,56 @@
+# syncmos — the two commands a fresh machine needs are `make demo` and `make test`.
+# Every target installs what it is missing first and is safe to run twice.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SERVICES := scripts/services.sh
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 8000
+# The demo is the embedded mode: SQLite file and in-process tasks, unless the caller says otherwise.
+DEMO_ENV := DEBUG=1 SECRET_KEY=demo-not-secret SYNCMOS_DEMO_HOST=$(DEMO_HOST) SYNCMOS_DEMO_PORT=$(DEMO_PORT)
+
+.PHONY: demo test install system-deps services services-stop worker-gpu worker-cpu web clean
+
+demo: install
+	$(DEMO_ENV) $(PY) manage.py migrate --noinput
+	$(DEMO_ENV) $(PY) manage.py build_demo
+	$(DEMO_ENV) $(PY) manage.py runserver --noreload $(DEMO_HOST):$(DEMO_PORT)
+
+test: install
+	$(SERVICES) start >/dev/null
+	eval "$$($(SERVICES) env)" && SYNCMOS_REQUIRE_SERVICES=1 $(PY) -m pytest
+
+install: system-deps $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	# torch first, from the pinned CPU build, so nothing later can pull a CUDA build.
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# The deployment topology as plain processes (docker-compose.yml runs the same commands).
+services:
+	$(SERVICES) start
+
+services-stop:
+	$(SERVICES) stop
+
+worker-gpu: install
+	eval "$$($(SERVICES) env)" && $(VENV)/bin/celery -A studyapp worker -Q gpu -n gpu@%h --concurrency=1 --prefetch-multiplier=1 -l info
+
+worker-cpu: install
+	eval "$$($(SERVICES) env)" && $(VENV)/bin/celery -A studyapp worker -Q cpu -n cpu@%h --concurrency=2 --prefetch-multiplier=1 -l info
+
+web: install
+	eval "$$($(SERVICES) env)" && DEBUG=1 SECRET_KEY=dev $(VENV)/bin/gunicorn studyapp.wsgi -b $(DEMO_HOST):$(DEMO_PORT) -w 2
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

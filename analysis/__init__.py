@@ -1,0 +1,1 @@
+"""analysis: statistics on ratings. Everything but data.py and the Django glue is Django-free."""

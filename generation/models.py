@@ -1,0 +1,302 @@
+"""What a clip is made from and how: sources, driving audio, conditions, checkpoints, clips, jobs, metrics.
+
+A Condition is the only place a model or control name lives; nothing here is ever reachable from a
+participant's browser (the rating app only sees clip files through opaque, per-assignment tokens).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+
+def opaque_clip_name() -> str:
+    """A random delivery file name that carries no information about the clip."""
+    return f"{secrets.token_hex(16)}.mp4"
+
+
+class Audio(models.Model):
+    """A driving audio track (speech), 16 kHz mono WAV as stored."""
+
+    name = models.CharField(max_length=200, unique=True)
+    content_id = models.CharField(
+        max_length=100, db_index=True, help_text="What is said (e.g. a GRID sentence id); designs balance on it."
+    )
+    transcript = models.TextField(blank=True)
+    file = models.FileField(upload_to="audio/", max_length=300)
+    sample_rate = models.PositiveIntegerField()
+    duration = models.FloatField(help_text="seconds")
+    sha256 = models.CharField(max_length=64, blank=True)
+    provenance = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Source(models.Model):
+    """A face video or still image, with its own speech (if any) and where it came from."""
+
+    KIND_VIDEO = "video"
+    KIND_STILL = "still"
+    KIND_CHOICES = [(KIND_VIDEO, "face video"), (KIND_STILL, "still image")]
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=10, choices=KIND_CHOICES, default=KIND_VIDEO)
+    identity = models.CharField(max_length=100, blank=True, help_text="Whose face (balancing and analysis).")
+    content_id = models.CharField(max_length=100, db_index=True, blank=True)
+    file = models.FileField(upload_to="sources/", max_length=300)
+    own_audio = models.ForeignKey(
+        Audio, null=True, blank=True, on_delete=models.PROTECT, related_name="sources",
+        help_text="The speech recorded with this face video (ground truth), if any.",
+    )
+    fps = models.FloatField(null=True, blank=True)
+    n_frames = models.PositiveIntegerField(null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    duration = models.FloatField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    provenance = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Checkpoint(models.Model):
+    """A weight file the user installed for one architecture (never downloaded by syncmos)."""
+
+    name = models.CharField(max_length=200, unique=True)
+    architecture = models.CharField(max_length=100)
+    path = models.CharField(max_length=500, help_text="File path on the workers (absolute, or under the weights dir).")
+    sha256 = models.CharField(max_length=64, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.architecture})"
+
+
+class Condition(models.Model):
+    """What made a clip: the hidden reference, a control manipulation, or a model with its checkpoint."""
+
+    KIND_REFERENCE = "reference"
+    KIND_CONTROL = "control"
+    KIND_MODEL = "model"
+    KIND_CHOICES = [(KIND_REFERENCE, "hidden reference"), (KIND_CONTROL, "control"), (KIND_MODEL, "model")]
+
+    name = models.CharField(max_length=200, unique=True, help_text="Researcher-facing label; never shown to participants.")
+    kind = models.CharField(max_length=20, choices=KIND_CHOICES)
+    control = models.CharField(
+        max_length=50, blank=True, help_text="For control conditions: the manipulation (see generation.controls)."
+    )
+    params = models.JSONField(default=dict, blank=True)
+    architecture = models.CharField(max_length=100, blank=True)
+    checkpoint = models.ForeignKey(Checkpoint, null=True, blank=True, on_delete=models.PROTECT)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                name="condition_control_iff_control_kind",
+                condition=(Q(kind="control") & ~Q(control="")) | (~Q(kind="control") & Q(control="")),
+            ),
+            models.CheckConstraint(
+                name="condition_model_has_architecture",
+                condition=~Q(kind="model") | ~Q(architecture=""),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from generation import controls
+
+        if self.kind == self.KIND_CONTROL:
+            try:
+                self.params = controls.validate_params(self.control, self.params or {})
+            except controls.ControlError as exc:
+                raise ValidationError({"params": str(exc)}) from exc
+
+
+class GenerationJob(models.Model):
+    """Make the clips for conditions × sources; fans out into one render and one normalize task per clip."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    STATUS_CHOICES = [
+        (PENDING, "pending"), (RUNNING, "running"), (DONE, "done"),
+        (PARTIAL, "done with failed clips"), (FAILED, "failed"),
+    ]
+
+    name = models.CharField(max_length=200, blank=True)
+    conditions = models.ManyToManyField(Condition, related_name="jobs")
+    sources = models.ManyToManyField(Source, related_name="jobs")
+    options = models.JSONField(default=dict, blank=True, help_text="Delivery profile overrides (fps, width, height, …).")
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=PENDING, db_index=True)
+    n_total = models.PositiveIntegerField(default=0)
+    n_done = models.PositiveIntegerField(default=0)
+    n_failed = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                name="job_progress_within_total", condition=Q(n_done__lte=F("n_total")) & Q(n_failed__lte=F("n_total"))
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"job {self.pk}"
+
+    @property
+    def progress(self) -> float:
+        return (self.n_done + self.n_failed) / self.n_total if self.n_total else 0.0
+
+
+class Clip(models.Model):
+    """One stimulus: a condition applied to a source face with a driving audio, in the delivery profile."""
+
+    PENDING = "pending"
+    RENDERING = "rendering"
+    RENDERED = "rendered"
+    NORMALIZING = "normalizing"
+    READY = "ready"
+    FAILED = "failed"
+    STATUS_CHOICES = [
+        (PENDING, "pending"), (RENDERING, "rendering raw frames"), (RENDERED, "raw frames ready"),
+        (NORMALIZING, "normalizing"), (READY, "ready"), (FAILED, "failed"),
+    ]
+
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="clips")
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="clips")
+    audio = models.ForeignKey(Audio, on_delete=models.PROTECT, related_name="clips")
+    job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="clips")
+    reference = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived",
+        help_text="The ground-truth clip of the same source and audio, when one exists.",
+    )
+    # Chosen once when the row is made so that re-running a task overwrites the same file.
+    delivery_name = models.CharField(max_length=64, unique=True, default=opaque_clip_name, editable=False)
+    file = models.FileField(upload_to="clips/", max_length=300, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    duration = models.FloatField(null=True, blank=True)
+    fps = models.FloatField(null=True, blank=True)
+    n_frames = models.PositiveIntegerField(null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["condition", "source", "audio"], name="clip_unique_condition_source_audio"),
+        ]
+
+    def __str__(self) -> str:
+        return f"clip {self.pk}: {self.condition} / {self.source} / {self.audio}"
+
+    @property
+    def content_id(self) -> str:
+        return self.source.content_id
+
+    @property
+    def work_dir(self) -> str:
+        """Deterministic scratch folder (relative to MEDIA_ROOT) for this clip's intermediate files."""
+        return f"work/clip-{self.pk}"
+
+    def claim(self, from_status: str, to_status: str) -> bool:
+        """Take this row for one worker: a conditional update that only one process can win.
+
+        A row left in ``to_status`` by a worker that died can be taken again once its lease ran out,
+        which is what makes a redelivered (acks_late) task finish the work instead of skipping it.
+        """
+        now = timezone.now()
+        lease = now + timedelta(seconds=settings.SYNCMOS_JOB_LEASE_SECONDS)
+        won = Clip.objects.filter(
+            Q(status=from_status) | Q(status=to_status, claimed_until__lt=now), pk=self.pk
+        ).update(status=to_status, claimed_until=lease, attempts=F("attempts") + 1, updated_at=now)
+        if won:
+            self.refresh_from_db()
+        return bool(won)
+
+
+class MetricValue(models.Model):
+    """Shared fields of per-clip and per-condition metric rows."""
+
+    OK = "ok"
+    UNAVAILABLE = "unavailable"
+    FAILED = "failed"
+    STATUS_CHOICES = [(OK, "ok"), (UNAVAILABLE, "unavailable"), (FAILED, "failed")]
+
+    name = models.CharField(max_length=50)
+    value = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=OK)
+    detail = models.TextField(blank=True, help_text="Why a value is unavailable, or how it was computed.")
+    version = models.CharField(max_length=50, help_text="Implementation version of the metric.")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        constraints = []
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value if self.status == self.OK else self.status}"
+
+
+class ClipMetric(MetricValue):
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="metrics")
+
+    class Meta:
+        ordering = ["clip", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["clip", "name"], name="clipmetric_unique_clip_name"),
+            models.CheckConstraint(name="clipmetric_ok_has_value", condition=~Q(status="ok") | Q(value__isnull=False)),
+        ]
+
+
+class ConditionMetric(MetricValue):
+    """Set-level metrics such as FID, computed over all ready clips of a condition."""
+
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="metrics")
+    n_clips = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["condition", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["condition", "name"], name="conditionmetric_unique_condition_name"),
+            models.CheckConstraint(
+                name="conditionmetric_ok_has_value", condition=~Q(status="ok") | Q(value__isnull=False)
+            ),
+        ]
