@@ -213,8 +213,10 @@ class Clip(models.Model):
     size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=PENDING, db_index=True)
     error = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Claims by workers (render and normalize each count).")
     claimed_until = models.DateTimeField(null=True, blank=True)
+    rendered_by = models.CharField(max_length=200, blank=True, help_text="Worker that made the raw frames.")
+    normalized_by = models.CharField(max_length=200, blank=True, help_text="Worker that encoded the delivery file.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

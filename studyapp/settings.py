@@ -68,7 +68,13 @@ def database_from_url(url: str) -> dict:
             raise ImproperlyConfigured(f"DATABASE_URL={url!r}: an SQLite URL needs a file path")
         if path != ":memory:" and not os.path.isabs(path):
             path = str(BASE_DIR / path)
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": {"timeout": 20}}
+        # IMMEDIATE: SQLite ignores SELECT … FOR UPDATE, so a write transaction takes the write lock up
+        # front instead; enrolment and rating transactions then serialize as they do on PostgreSQL.
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
     if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
         name = parsed.path.lstrip("/")
         if not name:
@@ -190,7 +196,9 @@ SYNCMOS_JOB_LEASE_SECONDS = envint("SYNCMOS_JOB_LEASE_SECONDS", 15 * 60, minimum
 # the "gpu" and "cpu" queues exactly as in docker-compose.yml.
 CELERY_BROKER_URL = broker_from_env("CELERY_BROKER_URL")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
-CELERY_TASK_EAGER_PROPAGATES = True
+# In-process runs behave like workers: a task's explicit retry re-runs it (Celery only does that when
+# errors do not propagate), and failures are logged and recorded on the rows instead of raised.
+CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True

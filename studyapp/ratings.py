@@ -1,0 +1,272 @@
+"""Saving a participant's ratings exactly once, and the playback telemetry that gates them.
+
+A trial page sends one POST with the assignment token and, per scale, the value and a client UUID
+(the idempotency key it created when it first showed the trial). ``save_ratings`` then, in one
+transaction with the participant and assignment rows locked:
+
+1. answers 404 for an unknown participant, or an assignment that is not theirs;
+2. answers 400 when the scales sent are not exactly the study's scales;
+3. if the assignment is already rated: same UUIDs → the stored answer (a replay, nothing written);
+   other UUIDs (a second tab) → 409 with the stored answer, nothing written;
+4. answers 403 unless the participant is in progress, 409 unless the clip was played to its end;
+5. writes one Rating per scale, completes the assignment and, after the last one, the participant.
+
+Every refusal is a ``RatingError`` raised before anything is written (or rolled back with it).
+Parsing (``parse_submission``, ``parse_events``) is pure and does the 400s for malformed input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from studyapp.models import (
+    RATING_MAX, RATING_MIN, Assignment, Participant, PlaybackEvent, Rating, Scale, new_completion_code,
+)
+
+MAX_RESPONSE_TIME_MS = 2**31 - 1
+MAX_EVENTS_PER_POST = 100
+MAX_CLIENT_TIME = 2**53
+EVENT_KINDS = {kind for kind, _ in PlaybackEvent.KIND_CHOICES}
+
+
+class RatingError(Exception):
+    """A refused request: HTTP status, a stable machine code, a sentence for people, the stored answer."""
+
+    def __init__(self, status: int, code: str, message: str, stored: dict | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.stored = stored
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.stored is not None:
+            body["ratings"] = self.stored
+        return body
+
+
+@dataclass(frozen=True)
+class Answer:
+    value: int
+    uuid: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Submission:
+    assignment: str
+    answers: dict[str, Answer]
+    response_time_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    replay: bool
+    answers: dict[str, dict]
+    completed: bool
+
+    @property
+    def status(self) -> int:
+        return 200 if self.replay else 201
+
+
+def _bad(message: str) -> RatingError:
+    return RatingError(400, "bad_request", message)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def load_json_object(body: bytes) -> dict:
+    """Strict JSON (no NaN/Infinity) that must be an object."""
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError):
+        raise _bad("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise _bad("The request body must be a JSON object.")
+    return data
+
+
+def _token(data: dict) -> str:
+    token = data.get("assignment")
+    if not isinstance(token, str) or not token or len(token) > 40:
+        raise _bad("Missing or malformed assignment token.")
+    return token
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _answer(key: str, raw: object) -> Answer:
+    if not isinstance(raw, dict):
+        raise _bad(f"The answer for {key!r} must be an object with 'value' and 'uuid'.")
+    value, key_uuid = raw.get("value"), raw.get("uuid")
+    if not _is_int(value) or not RATING_MIN <= value <= RATING_MAX:
+        raise _bad(f"The answer for {key!r} must be a whole number from {RATING_MIN} to {RATING_MAX}.")
+    try:
+        parsed = uuid.UUID(key_uuid) if isinstance(key_uuid, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise _bad(f"The answer for {key!r} has a missing or malformed UUID.")
+    return Answer(value=value, uuid=parsed)
+
+
+def _response_time(raw: object) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise _bad("response_time_ms must be a number of milliseconds.")
+    if not 0 <= raw <= MAX_RESPONSE_TIME_MS:
+        raise _bad("response_time_ms is out of range.")
+    return round(raw)
+
+
+def parse_submission(body: bytes) -> Submission:
+    """Validate a rating POST's shape (400 on anything malformed); scales are checked later."""
+    data = load_json_object(body)
+    ratings = data.get("ratings")
+    if not isinstance(ratings, dict) or not ratings:
+        raise _bad("'ratings' must be an object with one answer per scale.")
+    answers = {str(key): _answer(str(key), raw) for key, raw in ratings.items()}
+    if len({a.uuid for a in answers.values()}) != len(answers):
+        raise _bad("Each scale's answer needs its own UUID.")
+    return Submission(_token(data), answers, _response_time(data.get("response_time_ms")))
+
+
+def stored_answers(assignment: Assignment) -> dict[str, dict]:
+    rows = Rating.objects.filter(assignment=assignment).select_related("scale")
+    return {r.scale.key: {"value": r.value, "uuid": str(r.client_uuid)} for r in rows}
+
+
+def _locked(participant_token: str, assignment_token: str) -> tuple[Participant, Assignment]:
+    # of=("self",): lock the participant, not the joined Study row that enrolment locks.
+    participant = (
+        Participant.objects.select_for_update(of=("self",)).select_related("study").filter(token=participant_token).first()
+    )
+    assignment = None
+    if participant is not None:
+        assignment = Assignment.objects.select_for_update().filter(token=assignment_token, participant=participant).first()
+    if assignment is None:
+        raise RatingError(404, "not_found", "This clip is not part of your session.")
+    return participant, assignment
+
+
+def _check_scales(submission: Submission, scales: dict[str, Scale]) -> None:
+    unknown = sorted(set(submission.answers) - set(scales))
+    missing = sorted(set(scales) - set(submission.answers))
+    if unknown:
+        raise _bad(f"Unknown scale(s): {', '.join(unknown)}.")
+    if missing:
+        raise _bad(f"Please answer every question (missing: {', '.join(missing)}).")
+
+
+def _replay_or_conflict(participant: Participant, submission: Submission, stored: dict[str, dict]) -> Outcome:
+    sent = {key: str(answer.uuid) for key, answer in submission.answers.items()}
+    if sent == {key: answer["uuid"] for key, answer in stored.items()}:
+        return Outcome(replay=True, answers=stored, completed=participant.state == Participant.COMPLETED)
+    raise RatingError(409, "already_rated", "This clip was already rated (perhaps in another tab).", stored)
+
+
+def _write(participant: Participant, assignment: Assignment, submission: Submission, scales: dict[str, Scale]) -> bool:
+    """Store the ratings; returns whether that completed the participant."""
+    now = timezone.now()
+    Rating.objects.bulk_create(
+        Rating(assignment=assignment, scale=scales[key], value=a.value, client_uuid=a.uuid,
+               response_time_ms=submission.response_time_ms)
+        for key, a in submission.answers.items()
+    )
+    assignment.completed_at = now
+    assignment.started_at = assignment.started_at or now
+    assignment.save(update_fields=["completed_at", "started_at"])
+    participant.last_seen_at = now
+    done = not participant.assignments.filter(completed_at__isnull=True).exists()
+    if done:
+        participant.state = Participant.COMPLETED
+        participant.completion_code = participant.study.completion_code or new_completion_code()
+        participant.completed_at = now
+    participant.save(update_fields=["last_seen_at", "state", "completion_code", "completed_at"])
+    return done
+
+
+def save_ratings(participant_token: str, submission: Submission) -> Outcome:
+    """Store one trial's answers exactly once (see the module docstring for the rules)."""
+    with transaction.atomic():
+        participant, assignment = _locked(participant_token, submission.assignment)
+        scales = {scale.key: scale for scale in participant.study.scales.all()}
+        _check_scales(submission, scales)
+        if stored := stored_answers(assignment):
+            return _replay_or_conflict(participant, submission, stored)
+        if participant.state != Participant.IN_PROGRESS:
+            raise RatingError(403, "not_in_progress", "This session is not accepting ratings any more.")
+        if not assignment.playback_events.filter(kind=PlaybackEvent.ENDED).exists():
+            raise RatingError(409, "not_watched", "Please play the clip to its end before rating it.")
+        try:
+            with transaction.atomic():
+                completed = _write(participant, assignment, submission, scales)
+        except IntegrityError:
+            # A concurrent request won (databases without row locks), or a UUID was used before.
+            if stored := stored_answers(assignment):
+                return _replay_or_conflict(participant, submission, stored)
+            raise RatingError(409, "duplicate_key", "These answer keys were already used for another clip.") from None
+    return Outcome(replay=False, answers=stored_answers(assignment), completed=completed)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    media_time: float | None
+    client_time: int | None
+    detail: str
+
+
+def _event(raw: object) -> Event:
+    if not isinstance(raw, dict) or raw.get("kind") not in EVENT_KINDS:
+        raise _bad(f"Each event needs a kind out of {', '.join(sorted(EVENT_KINDS))}.")
+    media_time, client_time, detail = raw.get("media_time"), raw.get("client_time"), raw.get("detail", "")
+    if media_time is not None and (
+        isinstance(media_time, bool) or not isinstance(media_time, int | float) or not 0 <= media_time < 1e7
+    ):
+        raise _bad("media_time must be a number of seconds.")
+    if client_time is not None and (not _is_int(client_time) or not 0 <= client_time < MAX_CLIENT_TIME):
+        raise _bad("client_time must be milliseconds since the epoch.")
+    if not isinstance(detail, str):
+        raise _bad("detail must be a string.")
+    return Event(raw["kind"], None if media_time is None else float(media_time), client_time, detail[:200])
+
+
+def parse_events(body: bytes) -> tuple[str, list[Event]]:
+    """Validate a playback-events POST: ``{"assignment": token, "events": [{kind, media_time, client_time, detail}]}``."""
+    data = load_json_object(body)
+    events = data.get("events")
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS_PER_POST:
+        raise _bad(f"'events' must be a list of 1 to {MAX_EVENTS_PER_POST} events.")
+    return _token(data), [_event(raw) for raw in events]
+
+
+def record_events(participant_token: str, assignment_token: str, events: list[Event]) -> int:
+    """Store playback events of one of the participant's assignments; returns how many."""
+    assignment = Assignment.objects.select_related("participant").filter(
+        token=assignment_token, participant__token=participant_token
+    ).first()
+    if assignment is None:
+        raise RatingError(404, "not_found", "This clip is not part of your session.")
+    # A completed participant's page still reports its last moments (e.g. hidden while navigating away).
+    if assignment.participant.state not in (Participant.IN_PROGRESS, Participant.COMPLETED):
+        raise RatingError(403, "not_in_progress", "This session is not recording playback any more.")
+    PlaybackEvent.objects.bulk_create(
+        PlaybackEvent(assignment=assignment, kind=e.kind, media_time=e.media_time, client_time=e.client_time,
+                      detail=e.detail)
+        for e in events
+    )
+    return len(events)

@@ -1,0 +1,131 @@
+"""Planning a job's clips, counting its progress and claiming rows — the database side of generation."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from generation import services
+from generation.models import Audio, Clip, Condition, GenerationJob, Source
+
+pytestmark = pytest.mark.django_db
+
+
+def _audio(name, content, voice="en-us", duration=1.5):
+    return Audio.objects.create(name=name, content_id=content, sample_rate=16000, duration=duration,
+                                file=f"audio/{name}.wav", provenance={"voice": voice})
+
+
+def _source(name, audio):
+    return Source.objects.create(name=name, identity="astronaut", content_id=audio.content_id, own_audio=audio,
+                                 file=f"sources/{name}.mp4", fps=25)
+
+
+@pytest.fixture
+def corpus_rows():
+    a1 = _audio("a-us-bbaf2n", "bbaf2n", duration=1.5)
+    a2 = _audio("a-us-lgwk9s", "lgwk9s", duration=1.6)
+    a3 = _audio("a-gb-pria4a", "pria4a", voice="en-gb", duration=1.5)
+    return [_source("s1", a1), _source("s2", a2), _source("s3", a3)]
+
+
+@pytest.fixture
+def conditions():
+    return services.get_or_create_conditions([
+        {"name": "Hidden reference", "kind": "reference"},
+        {"name": "Audio +3", "kind": "control", "control": "audio_shift", "params": {"frames": 3}},
+        {"name": "Mismatched", "kind": "control", "control": "mismatched_audio", "params": {}},
+    ])
+
+
+def test_it_plans_one_clip_per_condition_and_source(corpus_rows, conditions):
+    job = services.create_job(conditions, corpus_rows)
+    to_render = services.plan_clips(job)
+    job.refresh_from_db()
+    assert job.n_total == len(to_render) == 9
+    assert Clip.objects.filter(job=job).count() == 9
+
+
+def test_it_never_duplicates_clips_when_a_job_is_planned_again(corpus_rows, conditions):
+    job = services.create_job(conditions, corpus_rows)
+    first = services.plan_clips(job)
+    Clip.objects.filter(pk=first[0]).update(status=Clip.READY)
+    second = services.plan_clips(job)
+    assert Clip.objects.count() == 9
+    assert sorted(second) == sorted(first[1:])  # the ready clip is not rendered again
+
+
+def test_it_drives_mismatched_clips_with_another_sentence_of_the_same_voice(corpus_rows, conditions):
+    job = services.create_job(conditions, corpus_rows)
+    services.plan_clips(job)
+    mismatched = {c.source.name: c.audio for c in Clip.objects.filter(condition__control="mismatched_audio")}
+    assert mismatched["s1"].name == "a-us-lgwk9s"
+    assert mismatched["s2"].name == "a-us-bbaf2n"
+    # s3's voice has no other sentence: another voice is the fallback, never the same sentence.
+    assert mismatched["s3"].content_id != "pria4a"
+
+
+def test_it_links_every_clip_to_the_ground_truth_clip_of_its_source(corpus_rows, conditions):
+    job = services.create_job(conditions, corpus_rows)
+    services.plan_clips(job)
+    for clip in Clip.objects.exclude(condition__kind="reference"):
+        assert clip.reference.condition.kind == "reference"
+        assert clip.reference.source == clip.source
+
+
+def test_it_fails_a_clip_that_cannot_be_planned_and_says_why(conditions):
+    lonely = _source("lonely", _audio("only-one", "bbaf2n"))
+    job = services.create_job(conditions, [lonely])
+    services.plan_clips(job)
+    job.refresh_from_db()
+    assert job.n_total == 2  # reference and audio shift; no other sentence exists for the mismatch
+    assert "no other sentence" in job.error
+
+
+def test_it_counts_progress_from_the_clips_and_closes_the_job(corpus_rows, conditions):
+    job = services.create_job(conditions, corpus_rows)
+    ids = services.plan_clips(job)
+    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.RUNNING)
+    Clip.objects.filter(pk__in=ids[:8]).update(status=Clip.READY)
+    job = services.refresh_progress(job.pk)
+    assert (job.n_done, job.n_failed, job.status) == (8, 0, GenerationJob.RUNNING)
+    Clip.objects.filter(pk=ids[8]).update(status=Clip.FAILED)
+    job = services.refresh_progress(job.pk)
+    job = services.refresh_progress(job.pk)  # counting twice changes nothing
+    assert (job.n_done, job.n_failed, job.status) == (8, 1, GenerationJob.PARTIAL)
+    assert job.finished_at is not None
+
+
+def test_it_lets_only_one_worker_claim_a_clip(corpus_rows, conditions):
+    job = services.create_job(conditions, corpus_rows)
+    clip = Clip.objects.get(pk=services.plan_clips(job)[0])
+    rival = Clip.objects.get(pk=clip.pk)
+    assert clip.claim(Clip.PENDING, Clip.RENDERING) is True
+    assert rival.claim(Clip.PENDING, Clip.RENDERING) is False
+    assert clip.attempts == 1
+
+
+def test_it_lets_another_worker_take_over_a_claim_whose_lease_ran_out(corpus_rows, conditions):
+    job = services.create_job(conditions, corpus_rows)
+    clip = Clip.objects.get(pk=services.plan_clips(job)[0])
+    assert clip.claim(Clip.PENDING, Clip.RENDERING)
+    Clip.objects.filter(pk=clip.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    rescuer = Clip.objects.get(pk=clip.pk)
+    assert rescuer.claim(Clip.PENDING, Clip.RENDERING) is True
+    assert rescuer.attempts == 2
+
+
+def test_it_refuses_a_job_with_a_bad_delivery_profile(corpus_rows, conditions):
+    with pytest.raises(ValueError):
+        services.create_job(conditions, corpus_rows, options={"fps": "fast"})
+    assert not GenerationJob.objects.exists()
+
+
+def test_it_validates_control_parameters_when_conditions_are_created():
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError):
+        services.get_or_create_conditions([
+            {"name": "Bad shift", "kind": "control", "control": "audio_shift", "params": {"frames": "lots"}},
+        ])
+    assert not Condition.objects.filter(name="Bad shift").exists()

@@ -1,0 +1,81 @@
+"""The generation tasks in the embedded mode (no broker: tasks run in-process, as in the demo)."""
+
+import pytest
+from django.db import OperationalError, transaction
+
+from generation import controls, corpus, media, services
+from generation.models import Clip, GenerationJob
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+PROFILE = {"width": 128, "height": 128}
+
+
+@pytest.fixture(scope="module")
+def corpus_items(tmp_path_factory):
+    config = corpus.CorpusConfig(faces=("astronaut",), voices=corpus.CorpusConfig().voices[:1],
+                                 sentences_per_voice=2, size=160, seed=11)
+    return corpus.build_corpus(tmp_path_factory.mktemp("corpus"), config)
+
+
+def _run(conditions, sources) -> GenerationJob:
+    with transaction.atomic():
+        job = services.create_job(conditions, sources, options=PROFILE)
+        services.start_job(job)
+    job.refresh_from_db()
+    return job
+
+
+def test_it_makes_every_standard_condition_in_process(corpus_items):
+    sources = services.register_corpus_items(corpus_items)[:1]  # the other sentence feeds the mismatch
+    conditions = services.get_or_create_conditions(controls.standard_conditions())
+    job = _run(conditions, sources)
+    errors = list(job.clips.exclude(status=Clip.READY).values_list("condition__name", "error"))
+    assert job.status == GenerationJob.DONE, errors
+    assert job.n_done == job.n_total == len(conditions) * len(sources)
+    for clip in job.clips.all():
+        info = media.probe(clip.file.path)
+        assert (info.video_codec, info.audio_codec, info.width, info.height, info.fps) == ("h264", "aac", 128, 128, 25.0)
+        assert clip.rendered_by and clip.normalized_by  # the worker (here: this host) is on record
+    # Every clip of a source has the length of its ground truth (the controls keep the timing).
+    for clip in job.clips.exclude(condition__kind="reference"):
+        assert clip.n_frames == clip.reference.n_frames
+
+
+def test_it_retries_a_database_hiccup_and_then_finishes(corpus_items, monkeypatch):
+    from generation import render
+
+    sources = services.register_corpus_items(corpus_items[:1])
+    conditions = services.get_or_create_conditions([{"name": "Hidden reference", "kind": "reference"}])
+    real_render = render.render
+    calls = []
+
+    def flaky_render(request):
+        calls.append(request)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_render(request)
+
+    monkeypatch.setattr(render, "render", flaky_render)
+    job = _run(conditions, sources)
+    clip = job.clips.get()
+    assert len(calls) == 2
+    # Claims on record: the failed render, its retry, and the normalization.
+    assert (clip.status, clip.attempts, job.status) == (Clip.READY, 3, GenerationJob.DONE)
+
+
+def test_it_fails_one_clip_with_a_clear_error_and_finishes_the_others(corpus_items, monkeypatch):
+    from generation import render
+
+    sources = services.register_corpus_items(corpus_items)
+    conditions = services.get_or_create_conditions([
+        {"name": "Hidden reference", "kind": "reference"},
+        {"name": "Wav2Lip (no pipeline yet)", "kind": "model", "architecture": "wav2lip"},
+    ])
+    job = _run(conditions, sources)
+    assert job.status == GenerationJob.PARTIAL
+    failed = job.clips.filter(status=Clip.FAILED)
+    assert failed.count() == len(sources)
+    assert all("no inference pipeline" in clip.error for clip in failed)
+    assert not any((services.media_path(f"clips/{c.delivery_name}")).exists() for c in failed)
+    assert job.clips.filter(status=Clip.READY).count() == len(sources)

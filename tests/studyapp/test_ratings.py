@@ -1,0 +1,287 @@
+"""Saving ratings: exactly once, idempotent replays, clear refusals that leave stored data intact."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from studyapp import ratings
+from studyapp.models import Assignment, Participant, PlaybackEvent, Rating
+
+from .conftest import mark_ended, start_session
+
+
+def first(session) -> Assignment:
+    return session.participant.assignments.order_by("position").first()
+
+
+def snapshot() -> list[tuple]:
+    return sorted(Rating.objects.values_list("assignment_id", "scale__key", "value", "client_uuid"))
+
+
+def body(assignment: Assignment, values=None, uuids=None) -> dict:
+    values = values or {"sync": 4, "visual": 3, "overall": 5}
+    uuids = uuids or {k: str(uuid.uuid4()) for k in values}
+    return {"assignment": assignment.token, "response_time_ms": 2100,
+            "ratings": {k: {"value": v, "uuid": uuids[k]} for k, v in values.items()}}
+
+
+def test_it_saves_a_rating_once(session):
+    assignment = first(session)
+    session.ended(assignment)
+    response = session.post_json("rate", body(assignment))
+    assert response.status_code == 201
+    assert response.json()["replay"] is False and response.json()["ratings"]["sync"]["value"] == 4
+    saved = Rating.objects.filter(assignment=assignment)
+    assert sorted(saved.values_list("scale__key", "value")) == [("overall", 5), ("sync", 4), ("visual", 3)]
+    assert set(saved.values_list("response_time_ms", flat=True)) == {2100}
+    assignment.refresh_from_db()
+    assert assignment.completed_at is not None
+
+
+def test_it_returns_the_stored_answer_for_a_replay_and_writes_nothing(session):
+    assignment = first(session)
+    session.ended(assignment)
+    sent = body(assignment)
+    assert session.post_json("rate", sent).status_code == 201
+    before = snapshot()
+    replay = session.post_json("rate", sent)
+    assert replay.status_code == 200
+    assert replay.json()["replay"] is True
+    assert replay.json()["ratings"] == {k: {"value": v["value"], "uuid": v["uuid"]} for k, v in sent["ratings"].items()}
+    assert snapshot() == before
+
+
+def test_it_answers_a_second_tab_with_409_and_the_stored_answer(session):
+    assignment = first(session)
+    session.ended(assignment)
+    original = body(assignment, {"sync": 2, "visual": 2, "overall": 2})
+    session.post_json("rate", original)
+    before = snapshot()
+    other_tab = session.post_json("rate", body(assignment, {"sync": 5, "visual": 5, "overall": 5}))
+    assert other_tab.status_code == 409
+    assert other_tab.json()["error"] == "already_rated"
+    assert {k: v["value"] for k, v in other_tab.json()["ratings"].items()} == {"sync": 2, "visual": 2, "overall": 2}
+    assert snapshot() == before
+
+
+def test_it_treats_a_partly_matching_replay_as_a_conflict(session):
+    assignment = first(session)
+    session.ended(assignment)
+    sent = body(assignment)
+    session.post_json("rate", sent)
+    mixed = json.loads(json.dumps(sent))
+    mixed["ratings"]["overall"]["uuid"] = str(uuid.uuid4())
+    assert session.post_json("rate", mixed).status_code == 409
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda b: b["ratings"]["sync"].update(value=6), "1 to 5"),
+        (lambda b: b["ratings"]["sync"].update(value=0), "1 to 5"),
+        (lambda b: b["ratings"]["sync"].update(value=3.5), "1 to 5"),
+        (lambda b: b["ratings"]["sync"].update(value="4"), "1 to 5"),
+        (lambda b: b["ratings"]["sync"].update(value=True), "1 to 5"),
+        (lambda b: b["ratings"].update(naturalness={"value": 3, "uuid": str(uuid.uuid4())}), "Unknown scale"),
+        (lambda b: b["ratings"].pop("visual"), "missing: visual"),
+        (lambda b: b["ratings"]["sync"].update(uuid="not-a-uuid"), "UUID"),
+        (lambda b: b["ratings"]["sync"].pop("uuid"), "UUID"),
+        (lambda b: b["ratings"]["visual"].update(uuid=b["ratings"]["sync"]["uuid"]), "its own UUID"),
+        (lambda b: b.update(ratings=[]), "'ratings'"),
+        (lambda b: b.update(assignment=None), "assignment token"),
+        (lambda b: b.update(response_time_ms=-5), "response_time_ms"),
+    ],
+)
+def test_it_rejects_bad_answers_with_400_and_stores_nothing(session, mutate, fragment):
+    assignment = first(session)
+    session.ended(assignment)
+    sent = body(assignment)
+    mutate(sent)
+    response = session.post_json("rate", sent)
+    assert response.status_code == 400
+    assert fragment in response.json()["message"]
+    assert Rating.objects.count() == 0
+    assignment.refresh_from_db()
+    assert assignment.completed_at is None
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"ratings": NaN}', b""])
+def test_it_rejects_malformed_json_with_400(session, raw):
+    session.ended(first(session))
+    response = session.post_json("rate", None, raw=raw)
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
+    assert Rating.objects.count() == 0
+
+
+def test_it_does_not_let_bad_input_touch_a_stored_rating(session):
+    assignment = first(session)
+    session.ended(assignment)
+    sent = body(assignment)
+    session.post_json("rate", sent)
+    before = snapshot()
+    sent["ratings"]["sync"]["value"] = 9
+    assert session.post_json("rate", sent).status_code == 400
+    assert snapshot() == before
+
+
+def test_it_hides_another_participants_assignment(study):
+    bob, eve = start_session(study), start_session(study)
+    target = first(bob)
+    mark_ended(target)
+    response = eve.post_json("rate", body(target))  # eve's URL token, bob's assignment token
+    assert response.status_code == 404
+    unknown = eve.post_json("rate", {**body(target), "assignment": "no-such-token"})
+    assert unknown.status_code == 404
+    assert Rating.objects.count() == 0
+
+
+def test_it_refuses_a_rating_for_an_unknown_participant(session, client):
+    assignment = first(session)
+    mark_ended(assignment)
+    response = client.post("/p/not-a-participant/rate", data=json.dumps(body(assignment)), content_type="application/json")
+    assert response.status_code == 404
+    assert Rating.objects.count() == 0
+
+
+def test_it_refuses_a_rating_before_the_clip_ended(session):
+    assignment = first(session)
+    session.post_json("events", {"assignment": assignment.token, "events": [{"kind": "play", "media_time": 0}]})
+    response = session.post_json("rate", body(assignment))
+    assert response.status_code == 409
+    assert response.json()["error"] == "not_watched"
+    assert "end" in response.json()["message"]
+    assert Rating.objects.count() == 0
+
+
+@pytest.mark.parametrize("state", [Participant.RETURNED, Participant.TIMED_OUT, Participant.SCREENED_OUT])
+def test_it_refuses_ratings_from_a_participant_not_in_progress(session, state):
+    assignment = first(session)
+    mark_ended(assignment)
+    Participant.objects.filter(pk=session.participant.pk).update(state=state)
+    response = session.post_json("rate", body(assignment))
+    assert response.status_code == 403
+    assert Rating.objects.count() == 0
+
+
+def test_it_completes_the_participant_with_a_code_after_the_last_rating(session):
+    assignments = list(session.participant.assignments.order_by("position"))
+    for index, assignment in enumerate(assignments):
+        session.ended(assignment)
+        response = session.post_json("rate", body(assignment))
+        assert response.status_code == 201
+        assert response.json()["completed"] is (index == len(assignments) - 1)
+    participant = Participant.objects.get(pk=session.participant.pk)
+    assert participant.state == Participant.COMPLETED
+    assert participant.completed_at is not None and len(participant.completion_code) >= 6
+    assert Rating.objects.filter(assignment__participant=participant).count() == len(assignments) * 3
+    # A replay of the last answer after completion still gets the stored answer.
+    last = assignments[-1]
+    stored = {r.scale.key: str(r.client_uuid) for r in Rating.objects.filter(assignment=last).select_related("scale")}
+    replay = session.post_json("rate", body(last, uuids=stored))
+    assert replay.status_code == 200 and replay.json()["replay"] is True and replay.json()["completed"] is True
+
+
+def test_it_uses_the_studys_completion_code_when_set(study):
+    study.completion_code = "C1A2B3"
+    study.save()
+    session = start_session(study)
+    for assignment in session.participant.assignments.order_by("position"):
+        mark_ended(assignment)
+        session.post_json("rate", body(assignment))
+    session.participant.refresh_from_db()
+    assert session.participant.completion_code == "C1A2B3"
+
+
+def test_it_turns_a_reused_uuid_into_409_without_writing(session):
+    a1, a2 = list(session.participant.assignments.order_by("position"))[:2]
+    for a in (a1, a2):
+        mark_ended(a)
+    sent = body(a1)
+    session.post_json("rate", sent)
+    before = snapshot()
+    reused = body(a2, uuids={k: v["uuid"] for k, v in sent["ratings"].items()})
+    response = session.post_json("rate", reused)
+    assert response.status_code == 409 and response.json()["error"] == "duplicate_key"
+    assert snapshot() == before
+    a2.refresh_from_db()
+    assert a2.completed_at is None
+
+
+def test_it_answers_a_lost_race_with_the_stored_result(session, monkeypatch):
+    """Where no row lock exists, the unique constraint decides; the loser gets replay/409, not a 500."""
+    assignment = first(session)
+    mark_ended(assignment)
+    sent = body(assignment)
+    session.post_json("rate", sent)
+    # Make the service believe the assignment is still unrated, as a concurrent request would.
+    real = ratings.stored_answers
+    calls = {"n": 0}
+
+    def stale_then_real(a):
+        calls["n"] += 1
+        return {} if calls["n"] == 1 else real(a)
+
+    monkeypatch.setattr(ratings, "stored_answers", stale_then_real)
+    before = snapshot()
+    outcome = ratings.save_ratings(session.participant.token, ratings.parse_submission(json.dumps(sent).encode()))
+    assert outcome.replay is True
+    calls["n"] = 0
+    with pytest.raises(ratings.RatingError) as conflict:
+        ratings.save_ratings(session.participant.token, ratings.parse_submission(json.dumps(body(assignment)).encode()))
+    assert conflict.value.status == 409
+    assert snapshot() == before
+
+
+def test_it_records_playback_events_and_validates_them(session):
+    assignment = first(session)
+    ok = session.post_json("events", {"assignment": assignment.token, "events": [
+        {"kind": "play", "media_time": 0, "client_time": 1700000000000},
+        {"kind": "visibility", "detail": "hidden"},
+        {"kind": "ended", "media_time": 1.0},
+    ]})
+    assert ok.status_code == 201 and ok.json() == {"recorded": 3}
+    assert list(assignment.playback_events.values_list("kind", flat=True)) == ["play", "visibility", "ended"]
+    for bad in ([{"kind": "teleport"}], [{"kind": "play", "media_time": -1}], [], "play",
+                [{"kind": "play", "client_time": 1.5}]):
+        response = session.post_json("events", {"assignment": assignment.token, "events": bad})
+        assert response.status_code == 400, bad
+    assert PlaybackEvent.objects.count() == 3
+
+
+def test_it_refuses_events_for_someone_elses_assignment(study):
+    bob, eve = start_session(study), start_session(study)
+    response = eve.post_json("events", {"assignment": first(bob).token, "events": [{"kind": "ended"}]})
+    assert response.status_code == 404
+    assert PlaybackEvent.objects.count() == 0
+
+
+def test_it_requires_the_csrf_token(study):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    session = start_session(study, client=Client())
+    strict.cookies = session.client.cookies
+    assignment = first(session)
+    mark_ended(assignment)
+    url = f"/p/{session.participant.token}/rate"
+    refused = strict.post(url, data=json.dumps(body(assignment)), content_type="application/json")
+    assert refused.status_code == 403 and Rating.objects.count() == 0
+    page = strict.get(session.home)  # the instructions page carries a token
+    token = page.context["csrf_token"]
+    accepted = strict.post(url, data=json.dumps(body(assignment)), content_type="application/json",
+                           HTTP_X_CSRFTOKEN=str(token))
+    assert accepted.status_code == 201
+
+
+@pytest.mark.parametrize("state, status", [(Participant.COMPLETED, 201), (Participant.RETURNED, 403),
+                                           (Participant.TIMED_OUT, 403)])
+def test_it_takes_late_events_only_from_active_or_completed_participants(session, state, status):
+    assignment = first(session)
+    Participant.objects.filter(pk=session.participant.pk).update(state=state)
+    response = session.post_json("events", {"assignment": assignment.token, "events": [{"kind": "visibility"}]})
+    assert response.status_code == status
+    assert PlaybackEvent.objects.count() == (1 if status == 201 else 0)
