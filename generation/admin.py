@@ -182,3 +182,16 @@ class GenerationJobAdmin(admin.ModelAdmin):
                                         created_by=request.user)
         self.message_user(request, f"Created draft study with {clips.count()} clips.", messages.SUCCESS)
         return redirect(reverse("admin:studyapp_study_change", args=[study.pk]))
+
+
+@admin.register(ClipMetric)
+class ClipMetricAdmin(admin.ModelAdmin):
+    list_display = ["clip", "name", "value", "status", "version", "computed_at"]
+    list_filter = ["name", "status"]
+    list_select_related = ["clip"]
+
+
+@admin.register(ConditionMetric)
+class ConditionMetricAdmin(admin.ModelAdmin):
+    list_display = ["condition", "name", "value", "status", "n_clips", "version", "computed_at"]
+    list_filter = ["name", "status"]

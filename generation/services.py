@@ -24,32 +24,39 @@ MISMATCHED_AUDIO = "mismatched_audio"
 # --- corpus --------------------------------------------------------------------------------------
 
 
-def register_corpus_items(items: Sequence, *, storage_prefix: str = "corpus") -> list[Source]:
-    """Store corpus items (generation.corpus.CorpusItem) as Audio + Source rows; idempotent by name.
+def register_corpus_items(items: Sequence, *, storage_prefix: str = "corpus", name_suffix: str = "") -> list[Source]:
+    """Store corpus items (generation.corpus.CorpusItem) as Audio + Source rows.
 
-    Files are copied into MEDIA_ROOT so the database never points at a scratch folder.
+    Idempotent: an item already registered under the same name with the same content is reused.
+    The same name with different content (another size or seed) is refused rather than silently
+    mixed up; give such a corpus its own ``name_suffix``. Files are copied into MEDIA_ROOT so the
+    database never points at a scratch folder.
     """
     sources = []
     for item in items:
+        name = f"{item.name}{name_suffix}"
+        video_sha, audio_sha = media.sha256_file(item.video_path), media.sha256_file(item.audio_path)
         with transaction.atomic():
-            audio = Audio.objects.filter(name=item.name).first()
+            audio = Audio.objects.filter(name=name).first()
             if audio is None:
                 audio = Audio(
-                    name=item.name,
+                    name=name,
                     content_id=item.content_id,
                     transcript=item.text,
                     sample_rate=16000,
                     duration=item.duration,
-                    sha256=media.sha256_file(item.audio_path),
+                    sha256=audio_sha,
                     provenance={"corpus_item": item.name, "voice": item.voice},
                 )
                 with open(item.audio_path, "rb") as fh:
-                    audio.file.save(f"{storage_prefix}/{Path(item.audio_path).name}", File(fh), save=False)
+                    audio.file.save(f"{storage_prefix}/{name}.wav", File(fh), save=False)
                 audio.save()
-            source = Source.objects.filter(name=item.name).first()
+            elif audio.sha256 != audio_sha:
+                raise ValueError(f"an audio named {name!r} with other content is already registered")
+            source = Source.objects.filter(name=name).first()
             if source is None:
                 source = Source(
-                    name=item.name,
+                    name=name,
                     kind=Source.KIND_VIDEO,
                     identity=item.identity,
                     content_id=item.content_id,
@@ -59,12 +66,14 @@ def register_corpus_items(items: Sequence, *, storage_prefix: str = "corpus") ->
                     width=item.width,
                     height=item.height,
                     duration=item.duration,
-                    sha256=media.sha256_file(item.video_path),
+                    sha256=video_sha,
                     provenance=item.provenance,
                 )
                 with open(item.video_path, "rb") as fh:
-                    source.file.save(f"{storage_prefix}/{Path(item.video_path).name}", File(fh), save=False)
+                    source.file.save(f"{storage_prefix}/{name}.mp4", File(fh), save=False)
                 source.save()
+            elif source.sha256 != video_sha:
+                raise ValueError(f"a source named {name!r} with other content is already registered")
         sources.append(source)
     return sources
 

@@ -195,3 +195,28 @@ class RatingAdmin(ReadOnlyAdmin):
 class PlaybackEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "assignment", "kind", "media_time", "client_time", "created_at"]
     list_filter = ["kind"]
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "participant", "position", "study_clip", "issued_at", "started_at", "completed_at"]
+    list_filter = ["participant__study"]
+    list_select_related = ["participant", "study_clip"]
+
+
+@admin.register(StudyClip)
+class StudyClipAdmin(admin.ModelAdmin):
+    list_display = ["id", "study", "clip", "role"]
+    list_filter = ["study", "role"]
+    raw_id_fields = ["clip"]
+
+
+@admin.register(Scale)
+class ScaleAdmin(admin.ModelAdmin):
+    list_display = ["study", "position", "key", "question"]
+    list_filter = ["study"]
+
+
+admin.site.site_header = "syncmos — researcher admin"
+admin.site.site_title = "syncmos"
+admin.site.index_title = "Studies, stimuli and ratings"

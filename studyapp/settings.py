@@ -66,8 +66,11 @@ def database_from_url(url: str) -> dict:
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
         if not path:
             raise ImproperlyConfigured(f"DATABASE_URL={url!r}: an SQLite URL needs a file path")
-        if path != ":memory:" and not os.path.isabs(path):
-            path = str(BASE_DIR / path)
+        if path != ":memory:":
+            if not os.path.isabs(path):
+                path = str(BASE_DIR / path)
+            # SQLite creates the file but not its folder; a fresh checkout has no var/ yet.
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         # IMMEDIATE: SQLite ignores SELECT … FOR UPDATE, so a write transaction takes the write lock up
         # front instead; enrolment and rating transactions then serialize as they do on PostgreSQL.
         return {
@@ -194,8 +197,10 @@ SYNCMOS_JOB_LEASE_SECONDS = envint("SYNCMOS_JOB_LEASE_SECONDS", 15 * 60, minimum
 
 # Celery: with no broker the tasks run in-process (embedded demo); with Redis they go to workers on
 # the "gpu" and "cpu" queues exactly as in docker-compose.yml.
-CELERY_BROKER_URL = broker_from_env("CELERY_BROKER_URL")
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_ALWAYS_EAGER = not broker_from_env("CELERY_BROKER_URL")
+# Even in-process runs serialize task arguments through a producer; the in-memory transport keeps
+# that from reaching for an AMQP server on localhost.
+CELERY_BROKER_URL = broker_from_env("CELERY_BROKER_URL") or "memory://localhost/"
 # In-process runs behave like workers: a task's explicit retry re-runs it (Celery only does that when
 # errors do not propagate), and failures are logged and recorded on the rows instead of raised.
 CELERY_TASK_EAGER_PROPAGATES = False

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.utils import timezone
 
@@ -129,3 +130,26 @@ def test_it_validates_control_parameters_when_conditions_are_created():
             {"name": "Bad shift", "kind": "control", "control": "audio_shift", "params": {"frames": "lots"}},
         ])
     assert not Condition.objects.filter(name="Bad shift").exists()
+
+
+def test_it_registers_a_corpus_once_and_refuses_a_different_one_under_the_same_name(tmp_path):
+    from types import SimpleNamespace
+
+    from generation import media
+
+    def item(seed):
+        video, audio = tmp_path / f"v{seed}.mp4", tmp_path / f"a{seed}.wav"
+        video.write_bytes(bytes([seed]) * 100)
+        media.write_wav(audio, np.full(1600, 0.1 * seed, dtype=np.float32), 16000)
+        return SimpleNamespace(name="astronaut_en-us_bbaf2n", content_id="bbaf2n", text="bin blue at f two now",
+                               voice="en-us", identity="astronaut", fps=25.0, n_frames=3, width=8, height=8,
+                               duration=0.1, video_path=video, audio_path=audio, provenance={"seed": seed})
+
+    first = services.register_corpus_items([item(1)])
+    again = services.register_corpus_items([item(1)])
+    assert [s.pk for s in first] == [s.pk for s in again]
+    assert first[0].own_audio.content_id == "bbaf2n" and first[0].provenance == {"seed": 1}
+    with pytest.raises(ValueError, match="other content"):
+        services.register_corpus_items([item(2)])
+    other = services.register_corpus_items([item(2)], name_suffix="@seed2")
+    assert other[0].name == "astronaut_en-us_bbaf2n@seed2" and Source.objects.count() == 2

@@ -3,12 +3,15 @@ a researcher login. Safe to run twice: an existing, complete demo is reused (its
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import secrets
 import tempfile
 import time
 from pathlib import Path
 
+from celery.signals import task_postrun
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -67,11 +70,14 @@ class Command(BaseCommand):
         Path(settings.MEDIA_ROOT).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=settings.MEDIA_ROOT, prefix=".corpus-") as tmp:
             items = corpus.build_corpus(Path(tmp), config)
-            sources = services.register_corpus_items(items, storage_prefix="demo-corpus")
+            sources = services.register_corpus_items(
+                items, storage_prefix="demo-corpus", name_suffix=f"@{config.size}px-seed{config.seed}"
+            )
         conditions = services.get_or_create_conditions(controls.standard_conditions())
         self.stdout.write(f"2/4 Making {len(sources) * len(conditions)} clips ({len(conditions)} conditions) "
                           f"through the generation tasks…")
-        with transaction.atomic():
+        # In-process, the tasks run when this block commits; with workers, they only get queued.
+        with self._progress_report(), transaction.atomic():
             job = services.create_job(conditions, sources, name="demo clips")
             services.start_job(job)
         job.refresh_from_db()
@@ -96,6 +102,27 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"   {job.n_done} clips ready, {job.n_failed} failed, in {time.monotonic() - started:.0f} s.")
         return study
+
+    @contextlib.contextmanager
+    def _progress_report(self):
+        """Print progress while in-process tasks run (workers report through the job row instead)."""
+        done = []
+
+        def report(sender=None, **kwargs):
+            if sender is not None and sender.name == "generation.normalize_clip":
+                done.append(1)
+                if len(done) % 10 == 0:
+                    self.stdout.write(f"   {len(done)} clips encoded…")
+
+        trace_logger = logging.getLogger("celery.app.trace")
+        level = trace_logger.level
+        trace_logger.setLevel(logging.WARNING)  # one line per task would drown the progress
+        task_postrun.connect(report)
+        try:
+            yield
+        finally:
+            task_postrun.disconnect(report)
+            trace_logger.setLevel(level)
 
     def _wait(self, job: GenerationJob, timeout: float) -> GenerationJob:
         # In the embedded mode the tasks already ran in this process; with a broker, workers run them.
