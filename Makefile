@@ -1,9 +1,10 @@
 # syncmos — the two commands a fresh machine needs are `make demo` and `make test`.
 # Every target installs what it is missing first and is safe to run twice.
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 SERVICES := scripts/services.sh
 DEMO_HOST ?= 127.0.0.1
@@ -28,11 +29,13 @@ system-deps:
 	@scripts/system-deps.sh
 
 $(STAMP): pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' 2>/dev/null \
+		|| { echo "syncmos needs Python 3.11 (found: $(PYTHON)); set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	# torch first, from the pinned CPU build, so nothing later can pull a CUDA build.
-	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	# torch first, from the pinned CPU build, so nothing later can pull a CUDA build. Where no local
+	# CPU wheel is configured for pip, use TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+	$(PY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 

@@ -79,12 +79,12 @@ class AddToStudyForm(forms.Form):
 
 @admin.register(Clip)
 class ClipAdmin(admin.ModelAdmin):
-    list_display = ["id", "condition", "source", "audio", "status", "duration", "size_bytes", "short_sha", "job"]
-    list_filter = ["status", "condition__kind", "condition", "job"]
+    list_display = ["id", "condition", "source", "audio", "status", "duration", "size_bytes", "short_sha"]
+    list_filter = ["status", "condition__kind", "condition", "jobs"]
     search_fields = ["condition__name", "source__name", "audio__name", "delivery_name"]
-    list_select_related = ["condition", "source", "audio", "job"]
+    list_select_related = ["condition", "source", "audio"]
     readonly_fields = [
-        "condition", "source", "audio", "job", "reference", "delivery_name", "file", "sha256", "duration", "fps",
+        "condition", "source", "audio", "profile", "reference", "delivery_name", "file", "sha256", "duration", "fps",
         "n_frames", "width", "height", "size_bytes", "status", "error", "attempts", "claimed_until",
         "rendered_by", "normalized_by", "created_at", "updated_at", "preview",
     ]
@@ -145,11 +145,12 @@ class GenerationJobAdmin(admin.ModelAdmin):
     list_display = ["__str__", "status", "progress_text", "created_at", "finished_at"]
     list_filter = ["status"]
     filter_horizontal = ["conditions", "sources"]
+    exclude = ["clips"]  # filled by planning; shown as a link
     readonly_fields = [
-        "status", "n_total", "n_done", "n_failed", "attempts", "error", "created_at", "started_at", "finished_at",
+        "status", "n_total", "n_done", "n_failed", "n_unplanned", "attempts", "error", "created_at", "started_at", "finished_at",
         "clips_link",
     ]
-    actions = ["start_jobs", "retry_failed", "make_study"]
+    actions = ["start_jobs", "retry_failed", "resume_stalled", "make_study"]
 
     @admin.display(description="progress")
     def progress_text(self, obj: GenerationJob) -> str:
@@ -158,7 +159,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="clips")
     def clips_link(self, obj: GenerationJob) -> str:
-        url = reverse("admin:generation_clip_changelist") + f"?job__id__exact={obj.pk}"
+        url = reverse("admin:generation_clip_changelist") + f"?jobs__id__exact={obj.pk}"
         return format_html('<a href="{}">{} clips</a>', url, obj.clips.count())
 
     @admin.action(description="Start selected pending jobs")
@@ -173,12 +174,18 @@ class GenerationJobAdmin(admin.ModelAdmin):
         n = sum(services.restart_failed_clips(job) for job in queryset)
         self.message_user(request, f"Queued {n} failed clips again.", messages.SUCCESS)
 
+    @admin.action(description="Resume stalled work (lost messages, expired claims) of all jobs")
+    def resume_stalled(self, request: HttpRequest, queryset):
+        counts = services.resume_stalled()
+        self.message_user(request, "Re-queued {renders} renders and {encodes} encodes; rechecked {open_jobs} running "
+                                   "jobs.".format(**counts), messages.SUCCESS)
+
     @admin.action(description="Create a draft study from the ready clips of selected jobs")
     def make_study(self, request: HttpRequest, queryset):
         from studyapp.design import create_study_from_clips
 
-        clips = Clip.objects.filter(job__in=queryset, status=Clip.READY)
-        study = create_study_from_clips(title=f"Study of {', '.join(str(j) for j in queryset)}"[:200], clips=clips,
+        clips = Clip.objects.filter(jobs__in=queryset, status=Clip.READY).distinct()
+        study = create_study_from_clips(title="New study (draft) — rename before opening", clips=clips,
                                         created_by=request.user)
         self.message_user(request, f"Created draft study with {clips.count()} clips.", messages.SUCCESS)
         return redirect(reverse("admin:studyapp_study_change", args=[study.pk]))

@@ -152,11 +152,17 @@ class GenerationJob(models.Model):
     name = models.CharField(max_length=200, blank=True)
     conditions = models.ManyToManyField(Condition, related_name="jobs")
     sources = models.ManyToManyField(Source, related_name="jobs")
+    # A clip that already exists (same condition, source and audio) is shared, not remade, so one clip
+    # can belong to several jobs.
+    clips = models.ManyToManyField("Clip", related_name="jobs", blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="Delivery profile overrides (fps, width, height, …).")
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=PENDING, db_index=True)
     n_total = models.PositiveIntegerField(default=0)
     n_done = models.PositiveIntegerField(default=0)
     n_failed = models.PositiveIntegerField(default=0)
+    n_unplanned = models.PositiveIntegerField(
+        default=0, help_text="Condition × source pairs that could not become a clip (see the error); counted as failed."
+    )
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -188,6 +194,7 @@ class Clip(models.Model):
     NORMALIZING = "normalizing"
     READY = "ready"
     FAILED = "failed"
+    CLAIMED, BUSY, GONE = "claimed", "busy", "gone"  # outcomes of claim()
     STATUS_CHOICES = [
         (PENDING, "pending"), (RENDERING, "rendering raw frames"), (RENDERED, "raw frames ready"),
         (NORMALIZING, "normalizing"), (READY, "ready"), (FAILED, "failed"),
@@ -196,11 +203,11 @@ class Clip(models.Model):
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="clips")
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="clips")
     audio = models.ForeignKey(Audio, on_delete=models.PROTECT, related_name="clips")
-    job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="clips")
     reference = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived",
         help_text="The ground-truth clip of the same source and audio, when one exists.",
     )
+    profile = models.JSONField(default=dict, blank=True, help_text="The delivery profile the clip is encoded to.")
     # Chosen once when the row is made so that re-running a task overwrites the same file.
     delivery_name = models.CharField(max_length=64, unique=True, default=opaque_clip_name, editable=False)
     file = models.FileField(upload_to="clips/", max_length=300, blank=True)
@@ -230,17 +237,15 @@ class Clip(models.Model):
         return f"clip {self.pk}: {self.condition} / {self.source} / {self.audio}"
 
     @property
-    def content_id(self) -> str:
-        return self.source.content_id
-
-    @property
     def work_dir(self) -> str:
         """Deterministic scratch folder (relative to MEDIA_ROOT) for this clip's intermediate files."""
         return f"work/clip-{self.pk}"
 
-    def claim(self, from_status: str, to_status: str) -> bool:
-        """Take this row for one worker: a conditional update that only one process can win.
+    def claim(self, from_status: str, to_status: str) -> str:
+        """Take this row for one worker with a conditional update that only one process can win.
 
+        Returns ``CLAIMED``; ``BUSY`` while another worker's lease on ``to_status`` is still live (the
+        caller should come back when it runs out); or ``GONE`` when the row has moved past this step.
         A row left in ``to_status`` by a worker that died can be taken again once its lease ran out,
         which is what makes a redelivered (acks_late) task finish the work instead of skipping it.
         """
@@ -249,9 +254,16 @@ class Clip(models.Model):
         won = Clip.objects.filter(
             Q(status=from_status) | Q(status=to_status, claimed_until__lt=now), pk=self.pk
         ).update(status=to_status, claimed_until=lease, attempts=F("attempts") + 1, updated_at=now)
+        self.refresh_from_db()
         if won:
-            self.refresh_from_db()
-        return bool(won)
+            return self.CLAIMED
+        return self.BUSY if self.status == to_status else self.GONE
+
+    def lease_left(self) -> float:
+        """Seconds until the current claim expires (0 when unclaimed or expired)."""
+        if self.claimed_until is None:
+            return 0.0
+        return max(0.0, (self.claimed_until - timezone.now()).total_seconds())
 
 
 class MetricValue(models.Model):

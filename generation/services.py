@@ -7,6 +7,8 @@ enqueue tasks only once the rows they name are committed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -17,6 +19,7 @@ from django.utils import timezone
 
 from generation import media
 from generation.models import Audio, Clip, Condition, GenerationJob, Source
+from generation.render import RenderError, RenderRequest
 
 MISMATCHED_AUDIO = "mismatched_audio"
 
@@ -101,11 +104,17 @@ def get_or_create_conditions(specs: Iterable[dict]) -> list[Condition]:
 # --- jobs ----------------------------------------------------------------------------------------
 
 
-def create_job(conditions: Iterable[Condition], sources: Iterable[Source], *, name: str = "", options=None) -> GenerationJob:
-    from generation.media import DeliveryProfile
+@dataclass(frozen=True)
+class Plan:
+    """What a job still has to do: clips to render from scratch, clips whose raw frames wait for encoding."""
 
+    to_render: list[int] = field(default_factory=list)
+    to_normalize: list[int] = field(default_factory=list)
+
+
+def create_job(conditions: Iterable[Condition], sources: Iterable[Source], *, name: str = "", options=None) -> GenerationJob:
     options = dict(options or {})
-    DeliveryProfile.from_options(options)  # refuse a bad profile now, not in a worker later
+    media.DeliveryProfile.from_options(options)  # refuse a bad profile now, not in a worker later
     with transaction.atomic():
         job = GenerationJob.objects.create(name=name, options=options)
         job.conditions.set(list(conditions))
@@ -139,6 +148,17 @@ def claim_job(job_id: int) -> GenerationJob | None:
     return GenerationJob.objects.get(pk=job_id) if won else None
 
 
+def release_job(job_id: int) -> None:
+    """Hand a job back to the queue (before a retry of its fan-out)."""
+    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.RUNNING).update(status=GenerationJob.PENDING)
+
+
+def fail_job(job_id: int, error: str) -> None:
+    GenerationJob.objects.filter(pk=job_id).update(
+        status=GenerationJob.FAILED, error=error[:4000], finished_at=timezone.now()
+    )
+
+
 def mismatched_audio_for(source: Source, candidates: Sequence[Audio]) -> Audio | None:
     """Another sentence's audio for a mismatched-audio clip, chosen deterministically.
 
@@ -156,53 +176,62 @@ def mismatched_audio_for(source: Source, candidates: Sequence[Audio]) -> Audio |
     )
 
 
-def plan_clips(job: GenerationJob) -> list[int]:
-    """Create the job's Clip rows (conditions × sources) and return the ids still to render.
+def plan_clips(job: GenerationJob) -> Plan:
+    """Make or reuse the job's clips (conditions × sources) and say which still need work.
 
-    Idempotent: an existing clip of the same condition, source and audio is reused, so re-running
-    a job never duplicates stimuli. Clips that cannot be planned (no audio for a source, no other
-    sentence for a mismatched-audio control) are created as failed with the reason.
+    Idempotent: an existing clip of the same condition, source and audio joins the job instead of
+    being made again, so re-running a job never duplicates stimuli. A pair that cannot become a clip
+    (no audio to drive the source, no other sentence for a mismatched-audio control, an existing clip
+    in another delivery profile) is counted as failed, with the reason in ``job.error``.
     """
-    conditions = list(job.conditions.all())
+    profile = media.DeliveryProfile.from_options(job.options).as_dict()
+    conditions = sorted(job.conditions.all(), key=lambda c: (c.kind != Condition.KIND_REFERENCE, c.pk))
     sources = list(job.sources.select_related("own_audio"))
     all_audio = list(Audio.objects.all())
-    to_render: list[int] = []
+    problems: list[str] = []
+    plan = Plan()
     with transaction.atomic():
         for source in sources:
-            reference_clip = None
-            for condition in sorted(conditions, key=lambda c: c.kind != Condition.KIND_REFERENCE):
-                audio = source.own_audio
-                error = "" if audio is not None else "the source has no audio of its own to drive it"
-                if condition.kind == Condition.KIND_CONTROL and condition.control == MISMATCHED_AUDIO:
-                    audio = mismatched_audio_for(source, all_audio)
-                    if audio is None:
-                        error = "no other sentence is available for a mismatched-audio clip"
-                if audio is None:
-                    _record_unplannable(job, condition, source, error)
+            for condition in conditions:
+                audio, problem = _driving_audio(condition, source, all_audio)
+                if audio is not None:
+                    clip, _ = Clip.objects.get_or_create(
+                        condition=condition, source=source, audio=audio, defaults={"profile": profile}
+                    )
+                    if clip.profile != profile:
+                        problem = "a clip of this pair already exists in another delivery profile"
+                if problem:
+                    problems.append(f"{condition} × {source}: {problem}")
                     continue
-                clip, _ = Clip.objects.get_or_create(
-                    condition=condition, source=source, audio=audio, defaults={"job": job}
-                )
-                if clip.job_id != job.pk:
-                    Clip.objects.filter(pk=clip.pk).update(job=job)
-                if condition.kind == Condition.KIND_REFERENCE and audio == source.own_audio:
-                    reference_clip = clip
-                if clip.status != Clip.READY:
-                    to_render.append(clip.pk)
-            if reference_clip is not None:
-                Clip.objects.filter(source=source, audio=source.own_audio).exclude(pk=reference_clip.pk).update(
-                    reference=reference_clip
-                )
-                # Mismatched-audio clips show the same face video: their reference is the same GT clip.
-                Clip.objects.filter(source=source, condition__control=MISMATCHED_AUDIO).update(reference=reference_clip)
-        GenerationJob.objects.filter(pk=job.pk).update(n_total=job.clips.count())
+                job.clips.add(clip)
+                if clip.status in (Clip.PENDING, Clip.RENDERING):
+                    plan.to_render.append(clip.pk)
+                elif clip.status in (Clip.RENDERED, Clip.NORMALIZING):
+                    plan.to_normalize.append(clip.pk)
+            _link_references(source)
+        GenerationJob.objects.filter(pk=job.pk).update(n_unplanned=len(problems), error="\n".join(problems))
     refresh_progress(job.pk)
-    return to_render
+    return plan
 
 
-def _record_unplannable(job: GenerationJob, condition: Condition, source: Source, error: str) -> None:
-    job.error = (job.error + "\n" if job.error else "") + f"{condition} × {source}: {error}"
-    GenerationJob.objects.filter(pk=job.pk).update(error=job.error)
+def _driving_audio(condition: Condition, source: Source, all_audio: Sequence[Audio]) -> tuple[Audio | None, str]:
+    if condition.kind == Condition.KIND_CONTROL and condition.control == MISMATCHED_AUDIO:
+        audio = mismatched_audio_for(source, all_audio)
+        return audio, "" if audio else "no other sentence is available for a mismatched-audio clip"
+    if source.own_audio is None:
+        return None, "the source has no audio of its own to drive it"
+    return source.own_audio, ""
+
+
+def _link_references(source: Source) -> None:
+    """Point every clip of a source at its hidden-reference clip (the ground truth), if one exists."""
+    reference = Clip.objects.filter(
+        source=source, audio=source.own_audio, condition__kind=Condition.KIND_REFERENCE
+    ).order_by("pk").first()
+    if reference is not None:
+        # Same face video with its own speech, or with another sentence on purpose (mismatched audio).
+        same_footage = Q(audio=source.own_audio) | Q(condition__control=MISMATCHED_AUDIO)
+        Clip.objects.filter(same_footage, source=source).exclude(pk=reference.pk).update(reference=reference)
 
 
 def refresh_progress(job_id: int) -> GenerationJob | None:
@@ -211,24 +240,60 @@ def refresh_progress(job_id: int) -> GenerationJob | None:
     Counts are derived from the clips rather than incremented, so a task that runs twice (a
     redelivery after a worker died) can never count a clip twice.
     """
-    counts = Clip.objects.filter(job_id=job_id).aggregate(
+    job = GenerationJob.objects.filter(pk=job_id).first()
+    if job is None:
+        return None
+    counts = job.clips.aggregate(
         total=Count("id"),
         done=Count("id", filter=Q(status=Clip.READY)),
         failed=Count("id", filter=Q(status=Clip.FAILED)),
     )
-    GenerationJob.objects.filter(pk=job_id).update(
-        n_total=counts["total"], n_done=counts["done"], n_failed=counts["failed"]
-    )
-    if counts["done"] + counts["failed"] == counts["total"]:
+    total, done = counts["total"] + job.n_unplanned, counts["done"]
+    failed = counts["failed"] + job.n_unplanned
+    GenerationJob.objects.filter(pk=job_id).update(n_total=total, n_done=done, n_failed=failed)
+    if done + failed == total:
         final = (
-            GenerationJob.DONE if counts["failed"] == 0
-            else GenerationJob.FAILED if counts["done"] == 0
+            GenerationJob.DONE if failed == 0
+            else GenerationJob.FAILED if done == 0
             else GenerationJob.PARTIAL
         )
         GenerationJob.objects.filter(pk=job_id, status=GenerationJob.RUNNING).update(
             status=final, finished_at=timezone.now()
         )
-    return GenerationJob.objects.filter(pk=job_id).first()
+    job.refresh_from_db()
+    return job
+
+
+def refresh_jobs_of(clip_id: int) -> None:
+    for job_id in GenerationJob.objects.filter(clips__id=clip_id).values_list("pk", flat=True):
+        refresh_progress(job_id)
+
+
+def resume_stalled(*, older_than: timedelta | None = None) -> dict[str, int]:
+    """Re-queue work whose message was lost: expired claims, raw frames never encoded, open jobs.
+
+    Safe to run at any time (e.g. from cron or after an outage): claims make a duplicate message
+    a no-op. Pending clips are left alone, since their messages may simply be waiting in a long queue.
+    """
+    from generation.tasks import normalize_clip, render_raw_clip
+
+    now = timezone.now()
+    stale_before = now - (older_than or timedelta(seconds=settings.SYNCMOS_JOB_LEASE_SECONDS))
+    expired = Q(claimed_until__lt=now)
+    renders = list(Clip.objects.filter(expired, status=Clip.RENDERING).values_list("pk", flat=True))
+    encodes = list(
+        Clip.objects.filter(
+            (expired & Q(status=Clip.NORMALIZING)) | Q(status=Clip.RENDERED, updated_at__lt=stale_before)
+        ).values_list("pk", flat=True)
+    )
+    for clip_id in renders:
+        transaction.on_commit(lambda clip_id=clip_id: render_raw_clip.delay(clip_id))
+    for clip_id in encodes:
+        transaction.on_commit(lambda clip_id=clip_id: normalize_clip.delay(clip_id))
+    open_jobs = list(GenerationJob.objects.filter(status=GenerationJob.RUNNING).values_list("pk", flat=True))
+    for job_id in open_jobs:
+        refresh_progress(job_id)
+    return {"renders": len(renders), "encodes": len(encodes), "open_jobs": len(open_jobs)}
 
 
 # --- clips ---------------------------------------------------------------------------------------
@@ -242,17 +307,13 @@ def raw_path(clip: Clip) -> Path:
     return media_path(clip.work_dir) / "raw.mkv"
 
 
-def render_request(clip: Clip):
+def render_request(clip: Clip) -> RenderRequest:
     """The Django-free description of what the render step must do for this clip."""
-    from generation.render import RenderRequest
-
     condition = clip.condition
     source = clip.source
     is_mismatched = condition.kind == Condition.KIND_CONTROL and condition.control == MISMATCHED_AUDIO
     own_audio = source.own_audio
     if is_mismatched and own_audio is None:
-        from generation.render import RenderError
-
         raise RenderError("a mismatched-audio clip needs the source's own audio to set its length")
     return RenderRequest(
         condition_kind=condition.kind,
@@ -269,22 +330,26 @@ def render_request(clip: Clip):
 
 
 def fail_clip(clip_id: int, error: str) -> None:
-    Clip.objects.filter(pk=clip_id).update(status=Clip.FAILED, error=error[:2000], claimed_until=None)
-
-
-def release_clip(clip_id: int, back_to: str) -> None:
-    """Hand a claimed clip back (before a retry) so the retried task can claim it again."""
-    Clip.objects.filter(pk=clip_id).exclude(status__in=[Clip.READY, Clip.FAILED]).update(
-        status=back_to, claimed_until=None
+    Clip.objects.filter(pk=clip_id).exclude(status=Clip.READY).update(
+        status=Clip.FAILED, error=error[:2000], claimed_until=None
     )
 
 
-def mark_rendered(clip_id: int, worker: str) -> None:
-    Clip.objects.filter(pk=clip_id).update(status=Clip.RENDERED, claimed_until=None, rendered_by=worker, error="")
+def release_clip(clip_id: int, *, held: str, back_to: str) -> None:
+    """Hand a claimed clip back (before a retry) so the retried task can claim it again."""
+    Clip.objects.filter(pk=clip_id, status=held).update(status=back_to, claimed_until=None)
 
 
-def finish_clip(clip: Clip, info: media.MediaInfo, sha256: str, worker: str) -> None:
-    Clip.objects.filter(pk=clip.pk).update(
+def mark_rendered(clip_id: int, worker: str) -> bool:
+    """Record the raw frames; False if the clip is no longer ours (another worker took over)."""
+    return bool(Clip.objects.filter(pk=clip_id, status=Clip.RENDERING).update(
+        status=Clip.RENDERED, claimed_until=None, rendered_by=worker, error=""
+    ))
+
+
+def finish_clip(clip: Clip, info: media.MediaInfo, sha256: str, worker: str) -> bool:
+    """Record the delivery file; False if the clip is no longer ours."""
+    return bool(Clip.objects.filter(pk=clip.pk, status=Clip.NORMALIZING).update(
         status=Clip.READY,
         file=f"clips/{clip.delivery_name}",
         sha256=sha256,
@@ -297,4 +362,4 @@ def finish_clip(clip: Clip, info: media.MediaInfo, sha256: str, worker: str) -> 
         claimed_until=None,
         normalized_by=worker,
         error="",
-    )
+    ))

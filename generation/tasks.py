@@ -2,9 +2,9 @@
 
 Routing (settings.CELERY_TASK_ROUTES): rendering raw frames goes to queue "gpu" — even for
 controls, so the route models use is exercised — and normalization goes to queue "cpu".
-Tasks are ``acks_late``: a worker that dies mid-task leaves the message to be redelivered, and the
-row's lease (Clip.claim) lets the next worker take it over. Bad input fails one clip with a clear
-error; database hiccups are retried.
+Tasks are ``acks_late``: a worker that dies mid-task leaves the message to be redelivered. A
+redelivered task that finds the row still claimed comes back when the claim's lease runs out and
+then takes the work over. Bad input fails one clip with a clear error; database hiccups are retried.
 """
 
 from __future__ import annotations
@@ -14,19 +14,18 @@ import logging
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, transaction
 
-from generation import media, services
+from generation import media, render, services
 from generation.controls import ControlError
 from generation.faces import FaceNotFoundError
 from generation.models import Clip
-from generation.render import RenderError
 
 log = logging.getLogger(__name__)
 
 # Errors caused by the input itself: retrying cannot help, so the clip fails with the message.
 # Any other exception also fails the clip (never leaving it claimed forever), with a traceback logged.
-INPUT_ERRORS = (media.MediaError, ControlError, FaceNotFoundError, RenderError, FileNotFoundError)
+INPUT_ERRORS = (media.MediaError, ControlError, FaceNotFoundError, render.RenderError, FileNotFoundError)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
-TASK_OPTIONS = dict(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True, max_retries=3)
+TASK_OPTIONS = dict(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True, max_retries=5)
 
 
 @shared_task(name="generation.start_job", **TASK_OPTIONS)
@@ -34,53 +33,71 @@ def start_job(self, job_id: int) -> None:
     job = services.claim_job(job_id)
     if job is None:
         return  # gone, or another worker is already fanning it out
-    for clip_id in services.plan_clips(job):
+    try:
+        plan = services.plan_clips(job)
+    except TRANSIENT_ERRORS as exc:
+        services.release_job(job_id)
+        raise self.retry(exc=exc, countdown=5 * (self.request.retries + 1))
+    except Exception as exc:
+        log.exception("job %s could not be planned", job_id)
+        services.fail_job(job_id, f"{exc.__class__.__name__}: {exc}")
+        return
+    for clip_id in plan.to_render:
         transaction.on_commit(lambda clip_id=clip_id: render_raw_clip.delay(clip_id))
+    for clip_id in plan.to_normalize:
+        transaction.on_commit(lambda clip_id=clip_id: normalize_clip.delay(clip_id))
 
 
 @shared_task(name="generation.render_raw_clip", **TASK_OPTIONS)
 def render_raw_clip(self, clip_id: int) -> None:
     clip = Clip.objects.select_related("condition", "source__own_audio", "audio").filter(pk=clip_id).first()
-    if clip is None or not clip.claim(Clip.PENDING, Clip.RENDERING):
+    if clip is None or not _claimed(self, clip, Clip.PENDING, Clip.RENDERING):
         return
     try:
-        from generation.render import render
-
-        render(services.render_request(clip))
+        render.render(services.render_request(clip))
     except TRANSIENT_ERRORS as exc:
-        _retry_or_fail(self, clip, exc, back_to=Clip.PENDING)
+        _retry_or_fail(self, clip, exc, held=Clip.RENDERING, back_to=Clip.PENDING)
     except Exception as exc:
         _fail(clip, exc)
         return
-    services.mark_rendered(clip_id, worker=self.request.hostname or "in-process")
-    transaction.on_commit(lambda: normalize_clip.delay(clip_id))
+    if services.mark_rendered(clip_id, worker=self.request.hostname or "in-process"):
+        transaction.on_commit(lambda: normalize_clip.delay(clip_id))
 
 
 @shared_task(name="generation.normalize_clip", **TASK_OPTIONS)
 def normalize_clip(self, clip_id: int) -> None:
-    clip = Clip.objects.select_related("job").filter(pk=clip_id).first()
-    if clip is None or not clip.claim(Clip.RENDERED, Clip.NORMALIZING):
+    clip = Clip.objects.filter(pk=clip_id).first()
+    if clip is None or not _claimed(self, clip, Clip.RENDERED, Clip.NORMALIZING):
         return
     try:
-        profile = media.DeliveryProfile.from_options(clip.job.options if clip.job else {})
         destination = services.media_path(f"clips/{clip.delivery_name}")
-        info = media.normalize(services.raw_path(clip), destination, profile)
+        info = media.normalize(services.raw_path(clip), destination, media.DeliveryProfile.from_options(clip.profile))
         services.finish_clip(clip, info, media.sha256_file(destination), worker=self.request.hostname or "in-process")
     except TRANSIENT_ERRORS as exc:
-        _retry_or_fail(self, clip, exc, back_to=Clip.RENDERED)
+        _retry_or_fail(self, clip, exc, held=Clip.NORMALIZING, back_to=Clip.RENDERED)
     except Exception as exc:
         _fail(clip, exc)
         return
-    if clip.job_id:
-        services.refresh_progress(clip.job_id)
+    services.refresh_jobs_of(clip_id)
 
 
-def _retry_or_fail(task, clip: Clip, exc: Exception, *, back_to: str) -> None:
+def _claimed(task, clip: Clip, from_status: str, to_status: str) -> bool:
+    """Claim the clip for this step; if another worker's lease is live, come back when it ends."""
+    outcome = clip.claim(from_status, to_status)
+    if outcome == Clip.BUSY and not task.request.is_eager:
+        # A redelivery while the first worker may still be at it (or died holding the claim).
+        raise task.retry(countdown=clip.lease_left() + 1, max_retries=None)
+    if outcome == Clip.BUSY:
+        log.warning("clip %s is claimed by another process until %s; leaving it", clip.pk, clip.claimed_until)
+    return outcome == Clip.CLAIMED
+
+
+def _retry_or_fail(task, clip: Clip, exc: Exception, *, held: str, back_to: str) -> None:
     """A database hiccup: hand the clip back and retry later, or fail it once retries run out."""
     if task.request.retries >= task.max_retries:
         _fail(clip, exc)
         raise exc
-    services.release_clip(clip.pk, back_to=back_to)
+    services.release_clip(clip.pk, held=held, back_to=back_to)
     raise task.retry(exc=exc, countdown=5 * (task.request.retries + 1))
 
 
@@ -91,5 +108,4 @@ def _fail(clip: Clip, exc: Exception) -> None:
     else:  # a bug, not bad input: keep the traceback in the worker log
         log.exception("clip %s failed with an unexpected error", clip.pk)
     services.fail_clip(clip.pk, f"{exc.__class__.__name__}: {exc}")
-    if clip.job_id:
-        services.refresh_progress(clip.job_id)
+    services.refresh_jobs_of(clip.pk)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
@@ -44,7 +45,7 @@ class StudyAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["title", "status", "method", "participant_link", "results_links"]}),
         ("Participant texts", {"fields": ["consent_text", "instructions"]}),
-        ("Design", {"fields": ["clips_per_participant", "ratings_per_clip", "seed"]}),
+        ("Design", {"fields": ["clips_per_participant", "ratings_per_clip", "session_timeout_minutes", "seed"]}),
         ("Completion", {"fields": ["completion_code", "completion_url"]}),
         ("Record", {"fields": ["public_id", "created_at"], "classes": ["collapse"]}),
     ]
@@ -122,8 +123,15 @@ class StudyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Open selected studies to participants")
     def open_studies(self, request: HttpRequest, queryset):
-        n = queryset.update(status=Study.OPEN)
-        self.message_user(request, f"Opened {n} studies.", messages.SUCCESS)
+        opened = 0
+        for study in queryset:
+            try:
+                study.full_clean()
+            except ValidationError as exc:
+                self.message_user(request, f"{study}: not opened — {'; '.join(exc.messages)}", messages.ERROR)
+                continue
+            opened += Study.objects.filter(pk=study.pk).update(status=Study.OPEN)
+        self.message_user(request, f"Opened {opened} studies.", messages.SUCCESS)
 
     @admin.action(description="Close selected studies")
     def close_studies(self, request: HttpRequest, queryset):

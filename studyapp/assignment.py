@@ -3,13 +3,16 @@
 A new participant gets ``study.clips_per_participant`` test clips, least-covered first, in a personal
 random order:
 
-1. Coverage of a study clip = its assignments held by participants who still count (completed or in
+1. Participants of the study not seen for ``study.session_timeout_minutes`` are timed out.
+2. Coverage of a study clip = its assignments held by participants who still count (completed or in
    progress; ``Participant.INACTIVE_STATES`` — screened out, returned, timed out — free their clips).
-2. Pick the least-covered ready test clips; ties are broken by a random key drawn from the
+   A clip with ``study.ratings_per_clip`` completed assignments that count is full (the stop rule)
+   and no longer handed out; with fewer open clips than asked for, the participant gets what is left.
+3. Pick the least-covered open test clips; ties are broken by a random key drawn from the
    participant's seed, so two participants with equal coverage in front of them get different clips.
-3. Order the picked clips with a seeded Fisher–Yates shuffle and store the positions.
+4. Order the picked clips with a seeded Fisher–Yates shuffle and store the positions.
 
-Steps 2 and 3 are pure functions (``select_least_covered``, ``seeded_shuffle``) so they can be tested
+Steps 3 and 4 are pure functions (``select_least_covered``, ``seeded_shuffle``) so they can be tested
 without a database. ``enroll`` runs the whole thing in one transaction that locks the Study row, so
 concurrent starts are serialized and coverage never differs by more than one across clips.
 """
@@ -18,10 +21,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from generation.models import Clip
@@ -32,6 +36,10 @@ T = TypeVar("T")
 
 class StudyNotReady(Exception):
     """The study has no ready test clip to hand out."""
+
+
+class StudyFull(StudyNotReady):
+    """Every ready test clip of the study has its ``ratings_per_clip`` completed ratings."""
 
 
 def participant_rng(study_seed: int, participant_seed: int, purpose: str) -> random.Random:
@@ -77,17 +85,32 @@ def eligible_study_clips(study: Study):
     return StudyClip.objects.filter(study=study, role=StudyClip.ROLE_TEST, clip__status=Clip.READY)
 
 
+def _counted(study: Study):
+    """Assignments of the study's ready test clips held by participants who still count."""
+    return Assignment.objects.filter(study_clip__in=eligible_study_clips(study)).exclude(
+        participant__state__in=Participant.INACTIVE_STATES
+    )
+
+
 def coverage_of(study: Study) -> dict[int, int]:
     """Study clip id → number of assignments that count (participants not in an inactive state)."""
     coverage = dict.fromkeys(eligible_study_clips(study).values_list("id", flat=True), 0)
-    counted = (
-        Assignment.objects.filter(study_clip_id__in=list(coverage))
-        .exclude(participant__state__in=Participant.INACTIVE_STATES)
-        .values_list("study_clip_id")
-        .annotate(n=Count("id"))
-    )
-    coverage.update(dict(counted))
+    coverage.update(dict(_counted(study).values_list("study_clip_id").annotate(n=Count("id"))))
     return coverage
+
+
+def full_study_clips(study: Study) -> set[int]:
+    """Study clips with ``study.ratings_per_clip`` completed assignments that count: no longer handed out."""
+    completed = _counted(study).filter(completed_at__isnull=False).values_list("study_clip_id").annotate(n=Count("id"))
+    return {study_clip for study_clip, n in completed if n >= study.ratings_per_clip}
+
+
+def time_out_stale(study: Study, now: datetime) -> int:
+    """Time out the study's active participants not seen for ``study.session_timeout_minutes``; how many."""
+    cutoff = now - timedelta(minutes=study.session_timeout_minutes)
+    stale = Q(last_seen_at__lt=cutoff) | Q(last_seen_at__isnull=True, created_at__lt=cutoff)
+    active = Participant.objects.filter(study=study, state__in=(Participant.STARTED, Participant.IN_PROGRESS))
+    return active.filter(stale).update(state=Participant.TIMED_OUT)
 
 
 def issue_assignments(participant: Participant) -> list[Assignment]:
@@ -95,7 +118,8 @@ def issue_assignments(participant: Participant) -> list[Assignment]:
     study = participant.study
     taken = set(participant.assignments.values_list("study_clip_id", flat=True))
     k = study.clips_per_participant - len(taken)
-    plan = plan_assignments(coverage_of(study), k, study.seed, participant.seed, exclude=taken)
+    exclude = taken | full_study_clips(study)
+    plan = plan_assignments(coverage_of(study), k, study.seed, participant.seed, exclude=exclude)
     start = len(taken)
     rows = [Assignment(participant=participant, study_clip_id=sc, position=start + i) for i, sc in enumerate(plan)]
     return Assignment.objects.bulk_create(rows)
@@ -104,8 +128,9 @@ def issue_assignments(participant: Participant) -> list[Assignment]:
 def enroll(study: Study, *, external_id: str = "", user_agent: str = "", viewport: str = "") -> tuple[Participant, bool]:
     """Create a consenting participant with their assignments, or find the one with this external id.
 
-    Returns ``(participant, created)``. The Study row is locked for the whole transaction, which
-    serializes concurrent starts (coverage is read and written by one participant at a time).
+    Returns ``(participant, created)``; raises ``StudyNotReady`` without a ready test clip, and its
+    ``StudyFull`` when every one of them is full. The Study row is locked for the whole transaction,
+    which serializes concurrent starts (coverage is read and written by one participant at a time).
     """
     try:
         with transaction.atomic():
@@ -113,9 +138,9 @@ def enroll(study: Study, *, external_id: str = "", user_agent: str = "", viewpor
             existing = _by_external_id(study, external_id)
             if existing is not None:
                 return existing, False
-            if not eligible_study_clips(study).exists():
-                raise StudyNotReady(f"study {study.pk} has no ready test clip")
             now = timezone.now()
+            time_out_stale(study, now)
+            _check_open_clips(study)
             participant = Participant.objects.create(
                 study=study, external_id=external_id, user_agent=user_agent[:500], viewport=viewport[:40],
                 state=Participant.IN_PROGRESS, consented_at=now, last_seen_at=now,
@@ -128,6 +153,14 @@ def enroll(study: Study, *, external_id: str = "", user_agent: str = "", viewpor
             raise
         return existing, False
     return participant, True
+
+
+def _check_open_clips(study: Study) -> None:
+    ready = set(eligible_study_clips(study).values_list("id", flat=True))
+    if not ready:
+        raise StudyNotReady(f"study {study.pk} has no ready test clip")
+    if ready <= full_study_clips(study):
+        raise StudyFull(f"every test clip of study {study.pk} has its {study.ratings_per_clip} ratings")
 
 
 def _by_external_id(study: Study, external_id: str) -> Participant | None:

@@ -4,8 +4,9 @@
 strings — each also in its HTML-escaped, URL-quoted and JSON-escaped spelling — and forbidden
 patterns (ids in URL or JSON contexts). ``forbidden_for_study`` lists, from the database, everything
 that must never reach a participant of a study: condition names, control keys, architectures,
-checkpoints, source and audio names and files, delivery names, hashes, and the ids of clips,
-conditions, sources, audios, checkpoints and study clips.
+checkpoints, source and audio names and files, delivery names, hashes, the names of the generation
+jobs that made the clips, and the ids of clips, conditions, sources, audios, checkpoints, jobs and
+study clips.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
-from generation.models import Clip
+from generation.models import Clip, GenerationJob
 from studyapp.models import Study
 
 Forbidden = str | re.Pattern[str]
@@ -36,10 +37,12 @@ ID_CONTEXTS = {
     "source": r"sources?",
     "audio": r"audios?",
     "checkpoint": r"checkpoints?",
+    "job": r"(?:generation[_-]?)?jobs?",
 }
 # A field named like an internal key, whatever its value.
-ID_FIELD = re.compile(r"""["']?\b(?:clip|condition|checkpoint|source|audio|study_?clip)[_-]?(?:id|pk)\b["']?\s*[:=]""",
-                      re.IGNORECASE)
+ID_FIELD = re.compile(
+    r"""["']?\b(?:clip|condition|checkpoint|source|audio|study_?clip|job)[_-]?(?:id|pk)\b["']?\s*[:=]""", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ def forbidden_for_study(study: Study) -> list[Forbidden]:
         Clip.objects.filter(study_clips__study=study).select_related("condition__checkpoint", "source", "audio")
     )
     strings = set().union(*(_strings_of(clip) for clip in clips)) if clips else set()
+    # A researcher names a job after what it makes ("wav2lip vs sadtalker, GRID"): as revealing as a condition.
+    jobs = list(GenerationJob.objects.filter(clips__in=clips).distinct().values_list("pk", "name"))
+    strings |= {name for _, name in jobs}
     ids = {
         "clip": [c.pk for c in clips],
         "study clip": list(study.study_clips.values_list("pk", flat=True)),
@@ -135,6 +141,7 @@ def forbidden_for_study(study: Study) -> list[Forbidden]:
         "source": [c.source_id for c in clips],
         "audio": [c.audio_id for c in clips],
         "checkpoint": [c.condition.checkpoint_id for c in clips if c.condition.checkpoint_id],
+        "job": [pk for pk, _ in jobs],
     }
     patterns = [_id_pattern(kind, values) for kind, values in ids.items() if values]
     return sorted(s for s in strings if s and len(s.strip()) >= MIN_NEEDLE) + patterns + [ID_FIELD]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -59,7 +60,12 @@ class Study(models.Model):
     consent_text = models.TextField(blank=True)
     method = models.CharField(max_length=20, choices=METHOD_CHOICES, default=METHOD_ACR)
     clips_per_participant = models.PositiveIntegerField(default=10)
-    ratings_per_clip = models.PositiveIntegerField(default=15, help_text="Target number of valid ratings per clip.")
+    ratings_per_clip = models.PositiveIntegerField(
+        default=15, help_text="Stop rule: a clip with this many completed ratings is no longer handed out."
+    )
+    session_timeout_minutes = models.PositiveIntegerField(
+        default=120, help_text="A participant not seen for this long is timed out; their clips are handed out again."
+    )
     seed = models.PositiveIntegerField(default=new_seed, help_text="Base of every participant's random order.")
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=DRAFT, db_index=True)
     completion_code = models.CharField(
@@ -74,10 +80,18 @@ class Study(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(name="study_clips_per_participant_positive", condition=Q(clips_per_participant__gte=1)),
+            models.CheckConstraint(name="study_ratings_per_clip_positive", condition=Q(ratings_per_clip__gte=1)),
         ]
 
     def __str__(self) -> str:
         return self.title
+
+    def clean(self) -> None:
+        # The choices stay for the methods still to come; until then a study must not silently run as ACR.
+        if self.method != self.METHOD_ACR:
+            raise ValidationError(
+                {"method": f"{self.get_method_display()} is not available yet; only ACR is implemented."}
+            )
 
     def add_default_scales(self) -> None:
         for position, (key, question) in enumerate(DEFAULT_SCALES):
@@ -103,8 +117,6 @@ class Scale(models.Model):
         return self.key
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
         if not isinstance(self.labels, list) or len(self.labels) != RATING_MAX - RATING_MIN + 1:
             raise ValidationError({"labels": f"give exactly {RATING_MAX - RATING_MIN + 1} labels, worst first"})
 

@@ -6,9 +6,11 @@ transaction with the participant and assignment rows locked:
 
 1. answers 404 for an unknown participant, or an assignment that is not theirs;
 2. answers 400 when the scales sent are not exactly the study's scales;
-3. if the assignment is already rated: same UUIDs → the stored answer (a replay, nothing written);
-   other UUIDs (a second tab) → 409 with the stored answer, nothing written;
-4. answers 403 unless the participant is in progress, 409 unless the clip was played to its end;
+3. if the assignment is already rated: the same UUIDs with the same values → the stored answer (a
+   replay, nothing written); other UUIDs or other values (a second tab) → 409 with the stored
+   answer, nothing written;
+4. answers 403 unless the participant is in progress, 409 unless the clip was played to its end
+   (``watched_to_end``);
 5. writes one Rating per scale, completes the assignment and, after the last one, the participant.
 
 Every refusal is a ``RatingError`` raised before anything is written (or rolled back with it).
@@ -21,11 +23,13 @@ import json
 import math
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from generation.models import Clip
 from studyapp.models import (
     RATING_MAX, RATING_MIN, Assignment, Participant, PlaybackEvent, Rating, Scale, new_completion_code,
 )
@@ -34,6 +38,11 @@ MAX_RESPONSE_TIME_MS = 2**31 - 1
 MAX_EVENTS_PER_POST = 100
 MAX_CLIENT_TIME = 2**53
 EVENT_KINDS = {kind for kind, _ in PlaybackEvent.KIND_CHOICES}
+# A clip was watched when the page reported "play", then "ended" at least this share into the clip …
+ENDED_AT_SHARE = 0.9
+# … and the server received the first "play" at least this share of the clip's length before the
+# rating (server clock): a forged "ended" or an instantly scripted replay does not unlock rating.
+PLAYED_FOR_SHARE = 0.8
 
 
 class RatingError(Exception):
@@ -162,6 +171,25 @@ def _locked(participant_token: str, assignment_token: str) -> tuple[Participant,
     return participant, assignment
 
 
+def watched_to_end(assignment: Assignment) -> bool:
+    """Whether the assignment's clip counts as played to its end, now.
+
+    A "play" must be recorded before an "ended" reported at ``ENDED_AT_SHARE`` of the clip's duration
+    or later, and the first "play" must have reached the server ``PLAYED_FOR_SHARE`` of the duration
+    ago. A clip without a recorded duration needs only the "play" before an "ended".
+    """
+    duration = Clip.objects.filter(study_clips=assignment.study_clip_id).values_list("duration", flat=True).first()
+    events = assignment.playback_events.order_by("id")
+    first_play = events.filter(kind=PlaybackEvent.PLAY).first()
+    if first_play is None:
+        return False
+    ended = events.filter(kind=PlaybackEvent.ENDED, id__gt=first_play.id)
+    if not duration:
+        return ended.exists()
+    played_since = timezone.now() - timedelta(seconds=PLAYED_FOR_SHARE * duration)
+    return first_play.created_at <= played_since and ended.filter(media_time__gte=ENDED_AT_SHARE * duration).exists()
+
+
 def _check_scales(submission: Submission, scales: dict[str, Scale]) -> None:
     unknown = sorted(set(submission.answers) - set(scales))
     missing = sorted(set(scales) - set(submission.answers))
@@ -172,8 +200,9 @@ def _check_scales(submission: Submission, scales: dict[str, Scale]) -> None:
 
 
 def _replay_or_conflict(participant: Participant, submission: Submission, stored: dict[str, dict]) -> Outcome:
-    sent = {key: str(answer.uuid) for key, answer in submission.answers.items()}
-    if sent == {key: answer["uuid"] for key, answer in stored.items()}:
+    # A replay repeats the stored answer exactly: two tabs sharing the UUIDs may still differ in the values.
+    sent = {key: {"value": answer.value, "uuid": str(answer.uuid)} for key, answer in submission.answers.items()}
+    if sent == stored:
         return Outcome(replay=True, answers=stored, completed=participant.state == Participant.COMPLETED)
     raise RatingError(409, "already_rated", "This clip was already rated (perhaps in another tab).", stored)
 
@@ -209,7 +238,7 @@ def save_ratings(participant_token: str, submission: Submission) -> Outcome:
             return _replay_or_conflict(participant, submission, stored)
         if participant.state != Participant.IN_PROGRESS:
             raise RatingError(403, "not_in_progress", "This session is not accepting ratings any more.")
-        if not assignment.playback_events.filter(kind=PlaybackEvent.ENDED).exists():
+        if not watched_to_end(assignment):
             raise RatingError(409, "not_watched", "Please play the clip to its end before rating it.")
         try:
             with transaction.atomic():

@@ -13,6 +13,8 @@ CELERY_BROKER_URL      redis://… or amqp://…; empty means tasks run in-proce
 SYNCMOS_MEDIA_ROOT     where sources, work files and delivery clips live, default var/media
 SYNCMOS_CLIP_URL_MAX_AGE   seconds a signed clip URL stays valid, default 6 hours
 SYNCMOS_JOB_LEASE_SECONDS  how long a claimed generation row stays claimed before another worker may take it
+SYNCMOS_BEHIND_TLS_PROXY   trust X-Forwarded-Proto from the reverse proxy that terminates HTTPS
+SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE   default on outside DEBUG (serve over HTTPS)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -188,6 +191,9 @@ MEDIA_URL = "/private-media/"
 # no sniffing, and responses that are never shared between participants by caches.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Behind a TLS-terminating proxy (required in production: cookies are Secure), trust its header.
+if envbool("SYNCMOS_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", not DEBUG)
@@ -210,6 +216,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
+# Declared so that purges and inspections see both queues, not only the default one.
+CELERY_TASK_QUEUES = (Queue("gpu"), Queue("cpu"))
 CELERY_TASK_ROUTES = {
     "generation.render_raw_clip": {"queue": "gpu"},
     "generation.normalize_clip": {"queue": "cpu"},

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from generation.models import Clip
@@ -98,6 +99,7 @@ def _clip_path(request: HttpRequest, signed: str) -> str | HttpResponse:
     clip = assignment.study_clip.clip
     if assignment.participant.state != Participant.IN_PROGRESS or clip.status != Clip.READY or not clip.file:
         return _refuse(404, "Not found.")
+    Participant.objects.filter(pk=assignment.participant_id).update(last_seen_at=timezone.now())  # watching
     return clip.file.path if os.path.isfile(clip.file.path) else _refuse(404, "Not found.")
 
 

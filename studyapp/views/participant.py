@@ -19,9 +19,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from studyapp.assignment import StudyNotReady, enroll, next_assignment
-from studyapp.models import RATING_MIN, Assignment, Participant, PlaybackEvent, Study
-from studyapp.ratings import RatingError, parse_events, parse_submission, record_events, save_ratings
+from studyapp.assignment import StudyFull, StudyNotReady, enroll, next_assignment
+from studyapp.models import RATING_MIN, Assignment, Participant, Study
+from studyapp.ratings import RatingError, parse_events, parse_submission, record_events, save_ratings, watched_to_end
 from studyapp.views.media import clip_url
 from studyapp.views.session import remember, remembered
 
@@ -43,9 +43,10 @@ def _returning(request: HttpRequest, study: Study) -> Participant | None:
     return remembered(request, study)
 
 
-def _unavailable(request: HttpRequest, study: Study | None, status: int = 404) -> HttpResponse:
+def _unavailable(request: HttpRequest, study: Study | None, status: int = 404, full: bool = False) -> HttpResponse:
     status = 410 if study is not None and study.status == Study.CLOSED else status
-    return render(request, "studyapp/unavailable.html", {"study": study, "status": status}, status=status)
+    context = {"study": study, "status": status, "full": full}
+    return render(request, "studyapp/unavailable.html", context, status=status)
 
 
 def _enroll(request: HttpRequest, study: Study) -> HttpResponse:
@@ -55,8 +56,8 @@ def _enroll(request: HttpRequest, study: Study) -> HttpResponse:
             study, external_id=_external_id(request), user_agent=request.headers.get("User-Agent", ""),
             viewport=viewport if VIEWPORT_RE.fullmatch(viewport) else "",
         )
-    except StudyNotReady:
-        return _unavailable(request, study, status=503)
+    except StudyNotReady as exc:
+        return _unavailable(request, study, status=503, full=isinstance(exc, StudyFull))
     remember(request, participant)
     return redirect("participant:home", token=participant.token)
 
@@ -78,10 +79,15 @@ def study_entry(request: HttpRequest, public_id: str) -> HttpResponse:
     return render(request, "studyapp/consent.html", {"study": study, "refused": refused}, status=400 if refused else 200)
 
 
+def _seen(token: str) -> None:
+    # Every request is a sign of life: enrolment times out participants not seen for a while.
+    Participant.objects.filter(token=token).update(last_seen_at=timezone.now())
+
+
 def _participant(request: HttpRequest, token: str) -> Participant:
     participant = get_object_or_404(Participant.objects.select_related("study"), token=token)
     remember(request, participant)
-    Participant.objects.filter(pk=participant.pk).update(last_seen_at=timezone.now())
+    _seen(token)
     return participant
 
 
@@ -102,7 +108,7 @@ def _trial_config(request: HttpRequest, participant: Participant, assignment: As
     """What trial.js needs: opaque tokens, endpoint URLs, the scale keys, whether the clip was seen to its end."""
     return {
         "participant": participant.token, "assignment": assignment.token, "scales": [s["key"] for s in scales],
-        "watched": assignment.playback_events.filter(kind=PlaybackEvent.ENDED).exists(),
+        "watched": watched_to_end(assignment),
         "rateUrl": reverse("participant:rate", args=[participant.token]),
         "eventsUrl": reverse("participant:events", args=[participant.token]),
         "nextUrl": reverse("participant:home", args=[participant.token]), "csrf": get_token(request),
@@ -149,6 +155,7 @@ def begin(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_POST
 def rate(request: HttpRequest, token: str) -> JsonResponse:
+    _seen(token)
     try:
         outcome = save_ratings(token, parse_submission(request.body))
     except RatingError as exc:
@@ -160,6 +167,7 @@ def rate(request: HttpRequest, token: str) -> JsonResponse:
 
 @require_POST
 def playback(request: HttpRequest, token: str) -> JsonResponse:
+    _seen(token)
     try:
         assignment_token, events = parse_events(request.body)
         recorded = record_events(token, assignment_token, events)

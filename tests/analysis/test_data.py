@@ -4,7 +4,8 @@ import pytest
 
 from analysis.data import RATING_COLUMNS, ratings_frame
 from studyapp.models import Participant, StudyClip
-from tests.studyapp.conftest import clip_files, make_study, start_session  # noqa: F401 (fixture)
+from tests.fixtures import make_study
+from tests.studyapp.conftest import start_session
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +19,7 @@ def _finish(study, values):
     return session.participant
 
 
-def test_it_has_one_row_per_rating_with_condition_and_content(clip_files):  # noqa: F811
+def test_it_has_one_row_per_rating_with_condition_and_content(clip_files):
     study = make_study(clip_files)
     participant = _finish(study, {"sync": 5, "visual": 4, "overall": 3})
     frame = ratings_frame(study)
@@ -32,7 +33,7 @@ def test_it_has_one_row_per_rating_with_condition_and_content(clip_files):  # no
         assert row.content == clips[row.clip].source.content_id
 
 
-def test_it_leaves_out_screened_out_participants_and_non_test_clips(clip_files):  # noqa: F811
+def test_it_leaves_out_screened_out_participants_and_non_test_clips(clip_files):
     study = make_study(clip_files)
     kept = _finish(study, {"sync": 5, "visual": 4, "overall": 3})
     dropped = _finish(study, {"sync": 1, "visual": 1, "overall": 1})

@@ -1,11 +1,9 @@
-"""The browser tests reuse the participant-flow fixtures (real mp4 clips, revealing generation rows)."""
+"""The browser tests use the shared clip fixtures (real mp4 clips, revealing generation rows; tests/conftest.py)."""
 
 import threading
 
 import pytest
 from django.db import connection
-
-from tests.studyapp.conftest import clip_files  # noqa: F401  (a session-scoped fixture, re-exported)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A whole participant session in Debian's headless Chromium: consent, instructions, every clip played
-to its end and rated (mouse and keyboard), reloads mid-trial and right after saving, a lost network,
-and the completion code; then the database must hold every answer exactly once."""
+to its end and rated (mouse and keyboard), a clip the server does not count as watched (played again,
+answers kept), reloads mid-trial and right after saving, a lost network, and the completion code;
+then the database must hold every answer exactly once."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from studyapp.models import Participant, Rating
-from tests.studyapp.conftest import make_study
+from studyapp.models import Participant, PlaybackEvent, Rating
+from tests.fixtures import make_study
 
 pytestmark = pytest.mark.e2e
 
@@ -47,8 +48,8 @@ def browser(tmp_path):
     shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
 
 
-class Participant_:
-    """The participant's hands: what they see and press."""
+class ParticipantPage:
+    """The participant's eyes and hands on the study pages: what they see and press."""
 
     def __init__(self, driver) -> None:
         from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -80,6 +81,11 @@ class Participant_:
         self.wait.until(lambda d: d.execute_script("return document.getElementById('clip').ended"), "clip never ended")
         self.wait.until(lambda d: all(f.is_enabled() for f in self._fieldsets()), "ratings never unlocked")
 
+    def locked(self) -> bool:
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('fieldset.scale')).every(f => f.disabled)"
+        )
+
     def _fieldsets(self):
         from selenium.webdriver.common.by import By
 
@@ -105,9 +111,13 @@ class Participant_:
             "return Object.keys(localStorage).filter(k => k.endsWith(':pending')).length"
         )
 
-    def block_saving(self, blocked: bool) -> None:
+    def block(self, *urls: str) -> None:
+        """Make requests to these URL patterns fail as if the network were down (none: unblock all)."""
         self.driver.execute_cdp_cmd("Network.enable", {})
-        self.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/rate"] if blocked else []})
+        self.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": list(urls)})
+
+    def block_saving(self, blocked: bool) -> None:
+        self.block(*(["*/rate"] if blocked else []))
 
 
 def test_it_runs_a_whole_session_without_losing_or_doubling_a_rating(transactional_db, isolated_live_server, browser, clip_files):
@@ -116,7 +126,7 @@ def test_it_runs_a_whole_session_without_losing_or_doubling_a_rating(transaction
 
     study = make_study(clip_files, n_clips=5, per_participant=4)
     total = study.clips_per_participant
-    me = Participant_(browser)
+    me = ParticipantPage(browser)
     expected: list[dict[str, int]] = []
 
     browser.get(f"{live_server.url}/s/{study.public_id}/?PROLIFIC_PID=e2e-5f1a&STUDY_ID=s&SESSION_ID=x")
@@ -131,12 +141,22 @@ def test_it_runs_a_whole_session_without_losing_or_doubling_a_rating(transaction
     browser.save_screenshot(str(ARTIFACTS / "instructions-page.png"))
     me.css('button[type="submit"]').click()
 
-    # Clip 1: mouse only.
+    # Clip 1: mouse only. The server loses the playback events, so it refuses the answer as not watched:
+    # the page says so, locks the questions with the choices kept, and takes them after the clip is played again.
     me.on_clip(1, total)
     me.play_to_end()
     for scale, value in zip(SCALES, (4, 2, 3)):
         me.click_option(scale, value)
     expected.append(me.chosen())
+    events = PlaybackEvent.objects.filter(assignment__participant__external_id="e2e-5f1a", assignment__position=0)
+    me.wait.until(lambda d: events.filter(kind="ended").exists(), "the server never got the ended event")
+    events.delete()
+    me.css("#submit").click()
+    me.see("could not confirm that the clip played to its end")
+    assert me.locked() and me.chosen() == expected[-1] and not me.css("#submit").is_enabled()
+    browser.save_screenshot(str(ARTIFACTS / "not-watched-page.png"))
+    me.play_to_end()
+    assert me.chosen() == expected[-1]
     me.css("#submit").click()
 
     # Clip 2: mouse for the first question, keys for the others; a screenshot; a reload mid-way.
@@ -197,3 +217,31 @@ def test_it_runs_a_whole_session_without_losing_or_doubling_a_rating(transaction
     assert saved == expected
     assert all(a.playback_events.filter(kind="ended").exists() for a in participant.assignments.all())
     assert Participant.objects.filter(study=study).count() == 1
+
+
+def test_it_counts_a_clip_whose_playback_events_reached_the_server_late(
+    transactional_db, isolated_live_server, browser, clip_files
+):
+    """The network is down while the clip plays: the page keeps sending "play" and "ended", and once they
+    arrive it waits as long as the clip lasts before saving, so the server does not refuse an honest answer."""
+    study = make_study(clip_files, n_clips=1, per_participant=1)
+    me = ParticipantPage(browser)
+    browser.get(f"{isolated_live_server.url}/s/{study.public_id}/?PROLIFIC_PID=e2e-late")
+    me.css('input[name="consent"]').click()
+    me.css('button[type="submit"]').click()
+    me.see("Instructions")
+    me.css('button[type="submit"]').click()
+    me.on_clip(1, 1)
+    me.block("*/events")
+    me.play_to_end()
+    for scale in SCALES:
+        me.click_option(scale, 4)
+    me.see("Connection problem")  # the page says it keeps trying
+    me.block()
+    me.css("#submit").click()
+    me.see("Thank you")
+    participant = Participant.objects.get(study=study, external_id="e2e-late")
+    assert participant.state == Participant.COMPLETED
+    assert Rating.objects.filter(assignment__participant=participant).count() == len(SCALES)
+    kinds = list(PlaybackEvent.objects.filter(assignment__participant=participant).values_list("kind", flat=True))
+    assert kinds.index("play") < kinds.index("ended")

@@ -41,19 +41,21 @@ def conditions():
 
 def test_it_plans_one_clip_per_condition_and_source(corpus_rows, conditions):
     job = services.create_job(conditions, corpus_rows)
-    to_render = services.plan_clips(job)
+    plan = services.plan_clips(job)
     job.refresh_from_db()
-    assert job.n_total == len(to_render) == 9
-    assert Clip.objects.filter(job=job).count() == 9
+    assert job.n_total == len(plan.to_render) == 9 and plan.to_normalize == []
+    assert job.clips.count() == Clip.objects.count() == 9
 
 
 def test_it_never_duplicates_clips_when_a_job_is_planned_again(corpus_rows, conditions):
     job = services.create_job(conditions, corpus_rows)
-    first = services.plan_clips(job)
+    first = services.plan_clips(job).to_render
     Clip.objects.filter(pk=first[0]).update(status=Clip.READY)
+    Clip.objects.filter(pk=first[1]).update(status=Clip.RENDERED)
     second = services.plan_clips(job)
     assert Clip.objects.count() == 9
-    assert sorted(second) == sorted(first[1:])  # the ready clip is not rendered again
+    assert sorted(second.to_render) == sorted(first[2:])  # the ready clip is not made again…
+    assert second.to_normalize == [first[1]]  # …and raw frames waiting for encoding are encoded
 
 
 def test_it_drives_mismatched_clips_with_another_sentence_of_the_same_voice(corpus_rows, conditions):
@@ -74,18 +76,22 @@ def test_it_links_every_clip_to_the_ground_truth_clip_of_its_source(corpus_rows,
         assert clip.reference.source == clip.source
 
 
-def test_it_fails_a_clip_that_cannot_be_planned_and_says_why(conditions):
+def test_it_counts_a_pair_that_cannot_become_a_clip_as_failed_and_says_why(conditions):
     lonely = _source("lonely", _audio("only-one", "bbaf2n"))
     job = services.create_job(conditions, [lonely])
-    services.plan_clips(job)
+    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.RUNNING)
+    plan = services.plan_clips(job)
     job.refresh_from_db()
-    assert job.n_total == 2  # reference and audio shift; no other sentence exists for the mismatch
+    assert len(plan.to_render) == 2  # reference and audio shift; no other sentence exists for the mismatch
+    assert (job.n_total, job.n_failed, job.n_unplanned) == (3, 1, 1)
     assert "no other sentence" in job.error
+    Clip.objects.update(status=Clip.READY)
+    assert services.refresh_progress(job.pk).status == GenerationJob.PARTIAL
 
 
 def test_it_counts_progress_from_the_clips_and_closes_the_job(corpus_rows, conditions):
     job = services.create_job(conditions, corpus_rows)
-    ids = services.plan_clips(job)
+    ids = services.plan_clips(job).to_render
     GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.RUNNING)
     Clip.objects.filter(pk__in=ids[:8]).update(status=Clip.READY)
     job = services.refresh_progress(job.pk)
@@ -99,20 +105,23 @@ def test_it_counts_progress_from_the_clips_and_closes_the_job(corpus_rows, condi
 
 def test_it_lets_only_one_worker_claim_a_clip(corpus_rows, conditions):
     job = services.create_job(conditions, corpus_rows)
-    clip = Clip.objects.get(pk=services.plan_clips(job)[0])
+    clip = Clip.objects.get(pk=services.plan_clips(job).to_render[0])
     rival = Clip.objects.get(pk=clip.pk)
-    assert clip.claim(Clip.PENDING, Clip.RENDERING) is True
-    assert rival.claim(Clip.PENDING, Clip.RENDERING) is False
+    assert clip.claim(Clip.PENDING, Clip.RENDERING) == Clip.CLAIMED
+    assert rival.claim(Clip.PENDING, Clip.RENDERING) == Clip.BUSY
+    assert 0 < rival.lease_left() <= 15 * 60
     assert clip.attempts == 1
+    Clip.objects.filter(pk=clip.pk).update(status=Clip.RENDERED)
+    assert rival.claim(Clip.PENDING, Clip.RENDERING) == Clip.GONE  # past this step: nothing to do
 
 
 def test_it_lets_another_worker_take_over_a_claim_whose_lease_ran_out(corpus_rows, conditions):
     job = services.create_job(conditions, corpus_rows)
-    clip = Clip.objects.get(pk=services.plan_clips(job)[0])
-    assert clip.claim(Clip.PENDING, Clip.RENDERING)
+    clip = Clip.objects.get(pk=services.plan_clips(job).to_render[0])
+    assert clip.claim(Clip.PENDING, Clip.RENDERING) == Clip.CLAIMED
     Clip.objects.filter(pk=clip.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
     rescuer = Clip.objects.get(pk=clip.pk)
-    assert rescuer.claim(Clip.PENDING, Clip.RENDERING) is True
+    assert rescuer.claim(Clip.PENDING, Clip.RENDERING) == Clip.CLAIMED
     assert rescuer.attempts == 2
 
 
@@ -153,3 +162,47 @@ def test_it_registers_a_corpus_once_and_refuses_a_different_one_under_the_same_n
         services.register_corpus_items([item(2)])
     other = services.register_corpus_items([item(2)], name_suffix="@seed2")
     assert other[0].name == "astronaut_en-us_bbaf2n@seed2" and Source.objects.count() == 2
+
+
+def test_it_shares_an_existing_clip_between_jobs_without_taking_it_away(corpus_rows, conditions):
+    first = services.create_job(conditions, corpus_rows[:1])
+    services.plan_clips(first)
+    second = services.create_job(conditions[:1], corpus_rows[:1])
+    services.plan_clips(second)
+    shared = second.clips.get()
+    assert shared in first.clips.all() and Clip.objects.count() == 3
+    GenerationJob.objects.update(status=GenerationJob.RUNNING)
+    Clip.objects.update(status=Clip.READY)
+    assert services.refresh_progress(first.pk).status == GenerationJob.DONE
+    assert services.refresh_progress(second.pk).status == GenerationJob.DONE
+
+
+def test_it_refuses_to_reuse_a_clip_made_in_another_delivery_profile(corpus_rows, conditions):
+    services.plan_clips(services.create_job(conditions[:1], corpus_rows[:1], options={"width": 128, "height": 128}))
+    job = services.create_job(conditions[:1], corpus_rows[:1])
+    plan = services.plan_clips(job)
+    job.refresh_from_db()
+    assert plan.to_render == [] and job.n_unplanned == 1
+    assert "another delivery profile" in job.error
+
+
+def test_it_requeues_work_whose_message_was_lost(corpus_rows, conditions, monkeypatch,
+                                                 django_capture_on_commit_callbacks):
+    from generation import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.render_raw_clip, "delay", lambda clip_id: sent.append(("render", clip_id)))
+    monkeypatch.setattr(tasks.normalize_clip, "delay", lambda clip_id: sent.append(("normalize", clip_id)))
+    job = services.create_job(conditions, corpus_rows)
+    ids = services.plan_clips(job).to_render
+    past, future = timezone.now() - timedelta(minutes=1), timezone.now() + timedelta(minutes=5)
+    Clip.objects.filter(pk=ids[0]).update(status=Clip.RENDERING, claimed_until=past)   # worker died
+    Clip.objects.filter(pk=ids[1]).update(status=Clip.RENDERING, claimed_until=future)  # still at work
+    Clip.objects.filter(pk=ids[2]).update(status=Clip.NORMALIZING, claimed_until=past)  # worker died
+    Clip.objects.filter(pk=ids[3]).update(status=Clip.RENDERED)  # encoding message lost…
+    Clip.objects.filter(pk=ids[3]).update(updated_at=past - timedelta(hours=1))  # …long ago
+    Clip.objects.filter(pk=ids[4]).update(status=Clip.RENDERED)  # just rendered: its message is on its way
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = services.resume_stalled()
+    assert sorted(sent) == sorted([("render", ids[0]), ("normalize", ids[2]), ("normalize", ids[3])])
+    assert counts == {"renders": 1, "encodes": 2, "open_jobs": 0}

@@ -79,3 +79,39 @@ def test_it_fails_one_clip_with_a_clear_error_and_finishes_the_others(corpus_ite
     assert all("no inference pipeline" in clip.error for clip in failed)
     assert not any((services.media_path(f"clips/{c.delivery_name}")).exists() for c in failed)
     assert job.clips.filter(status=Clip.READY).count() == len(sources)
+
+
+def test_it_fails_a_job_whose_planning_breaks_instead_of_leaving_it_running(corpus_items, monkeypatch):
+    sources = services.register_corpus_items(corpus_items[:1])
+    conditions = services.get_or_create_conditions([{"name": "Hidden reference", "kind": "reference"}])
+
+    def broken_plan(job):
+        raise KeyError("profile")
+
+    monkeypatch.setattr(services, "plan_clips", broken_plan)
+    job = _run(conditions, sources)
+    assert job.status == GenerationJob.FAILED and "KeyError" in job.error and job.finished_at
+
+
+def test_it_comes_back_later_when_a_redelivered_task_finds_the_clip_still_claimed(corpus_items):
+    from types import SimpleNamespace
+
+    from celery.exceptions import Retry
+
+    from generation.tasks import _claimed
+
+    sources = services.register_corpus_items(corpus_items[:1])
+    conditions = services.get_or_create_conditions([{"name": "Hidden reference", "kind": "reference"}])
+    job = services.create_job(conditions, sources)
+    clip = Clip.objects.get(pk=services.plan_clips(job).to_render[0])
+    assert clip.claim(Clip.PENDING, Clip.RENDERING) == Clip.CLAIMED  # the first worker, still busy (or dead)
+    asked = {}
+
+    def retry(**kwargs):
+        asked.update(kwargs)
+        return Retry("later")
+
+    worker_task = SimpleNamespace(request=SimpleNamespace(is_eager=False), retry=retry)
+    with pytest.raises(Retry):
+        _claimed(worker_task, Clip.objects.get(pk=clip.pk), Clip.PENDING, Clip.RENDERING)
+    assert 14 * 60 < asked["countdown"] <= 15 * 60 + 1 and asked["max_retries"] is None

@@ -53,7 +53,7 @@ class Workers:
         self.database_name = database_name
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def env(self) -> dict[str, str]:
+    def env(self, **overrides: str) -> dict[str, str]:
         db = connection.settings_dict
         env = dict(os.environ)
         env.update(
@@ -65,19 +65,37 @@ class Workers:
             SYNCMOS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
             PYTHONUNBUFFERED="1",
         )
+        env.update(overrides)
         return env
 
-    def start(self, service: str, name: str) -> subprocess.Popen:
+    def start(self, service: str, name: str, **env_overrides: str) -> subprocess.Popen:
         argv = compose_worker_command(service)
         assert argv[0] == "celery"
         argv = [str(Path(sys.executable).parent / "celery"), *argv[1:]]
         argv = [a.replace("%h", "itest") for a in argv]
         LOG_DIR.mkdir(exist_ok=True)
         log = open(LOG_DIR / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=REPO, env=self.env(**env_overrides), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.procs[name] = proc
         return proc
+
+    def log(self, name: str) -> str:
+        return (LOG_DIR / f"{name}.log").read_text(errors="replace")
+
+    def wait_for_log(self, name: str, text: str, timeout: float = 60.0) -> None:
+        """Wait until a worker's log shows ``text`` (e.g. a task id's "succeeded" line)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log(name):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{text!r} not in test-artifacts/{name}.log after {timeout} s")
+
+    def pool_children(self, name: str) -> list[int]:
+        """Pids of a worker's prefork pool processes (where tasks actually run)."""
+        out = subprocess.run(["pgrep", "-P", str(self.procs[name].pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
 
     def wait_ready(self, app, names: list[str], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -104,20 +122,28 @@ class Workers:
 
 
 @pytest.fixture
-def celery_workers(loopback_services, transactional_db):
-    """Real gpu and cpu workers bound to the test database; the test process publishes to Redis."""
+def worker_pool(loopback_services, transactional_db):
+    """Start-your-own workers bound to the test database; the test process publishes to Redis."""
     from studyapp.celery import app
 
-    if shutil.which("redis-cli") is None:
-        _require("redis-cli not installed")
+    if shutil.which("redis-cli") is None or shutil.which("pgrep") is None:
+        _require("redis-cli and pgrep are needed")
     app.conf.task_always_eager = False
     app.control.purge()  # messages left by an earlier, interrupted run must not leak into this one
     workers = Workers(loopback_services, connection.settings_dict["NAME"])
     try:
-        workers.start("worker-gpu", "gpu")
-        workers.start("worker-cpu", "cpu")
-        workers.wait_ready(app, ["gpu", "cpu"])
         yield workers
     finally:
         workers.stop()
         app.conf.task_always_eager = True
+
+
+@pytest.fixture
+def celery_workers(worker_pool):
+    """A real gpu and a real cpu worker, started with docker-compose.yml's commands."""
+    from studyapp.celery import app
+
+    worker_pool.start("worker-gpu", "gpu")
+    worker_pool.start("worker-cpu", "cpu")
+    worker_pool.wait_ready(app, ["gpu", "cpu"])
+    return worker_pool

@@ -7,6 +7,8 @@ input fail their own clips with a clear error while the others finish.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -20,6 +22,12 @@ from generation.models import Audio, Clip, GenerationJob, Source
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROFILE = {"width": 128, "height": 128, "fps": 25}
+
+
+def _one_voice_corpus(tmp_path, *, sentences: int, size: int, seed: int) -> list[corpus.CorpusItem]:
+    config = corpus.CorpusConfig(faces=("astronaut",), voices=corpus.CorpusConfig().voices[:1],
+                                 sentences_per_voice=sentences, size=size, seed=seed)
+    return corpus.build_corpus(tmp_path / "corpus", config)
 
 
 def _wait_for(job: GenerationJob, timeout: float = 300.0) -> GenerationJob:
@@ -51,11 +59,7 @@ def _bad_sources(good: Source, tmp_path) -> tuple[Source, Source]:
 
 
 def test_it_runs_a_generation_job_on_real_workers(celery_workers, tmp_path):
-    items = corpus.build_corpus(
-        tmp_path / "corpus",
-        corpus.CorpusConfig(faces=("astronaut",), voices=corpus.CorpusConfig().voices[:1], sentences_per_voice=2,
-                            size=96, seed=3),
-    )
+    items = _one_voice_corpus(tmp_path, sentences=2, size=96, seed=3)
     good_sources = services.register_corpus_items(items)
     corrupt, silent = _bad_sources(good_sources[0], tmp_path)
     conditions = services.get_or_create_conditions([
@@ -96,11 +100,7 @@ def test_it_runs_a_generation_job_on_real_workers(celery_workers, tmp_path):
 
 
 def test_it_treats_a_redelivered_task_as_a_no_op_once_the_clip_is_ready(celery_workers, tmp_path):
-    items = corpus.build_corpus(
-        tmp_path / "corpus",
-        corpus.CorpusConfig(faces=("astronaut",), voices=corpus.CorpusConfig().voices[:1], sentences_per_voice=1,
-                            size=96, seed=4),
-    )
+    items = _one_voice_corpus(tmp_path, sentences=1, size=96, seed=4)
     sources = services.register_corpus_items(items)
     conditions = services.get_or_create_conditions([{"name": "Hidden reference", "kind": "reference"}])
     with transaction.atomic():
@@ -112,10 +112,49 @@ def test_it_treats_a_redelivered_task_as_a_no_op_once_the_clip_is_ready(celery_w
 
     from generation.tasks import normalize_clip, render_raw_clip
 
-    render_raw_clip.delay(clip.pk)
-    normalize_clip.delay(clip.pk)
-    time.sleep(3)
+    render_again = render_raw_clip.delay(clip.pk)
+    normalize_again = normalize_clip.delay(clip.pk)
+    # Wait for the workers to have handled (and acknowledged) both duplicates, not for a fixed time.
+    celery_workers.wait_for_log("gpu", f"[{render_again.id}] succeeded")
+    celery_workers.wait_for_log("cpu", f"[{normalize_again.id}] succeeded")
     clip.refresh_from_db()
     job.refresh_from_db()
     assert (clip.status, clip.sha256, clip.attempts) == (Clip.READY, first_hash, first_attempts)
-    assert (job.n_done, job.n_total) == (1, 1)
+    assert (job.n_done, job.n_total, job.status) == (1, 1, GenerationJob.DONE)
+
+
+def test_it_finishes_a_clip_whose_worker_process_was_killed_mid_task(worker_pool, tmp_path):
+    """The pool process rendering a clip dies (as under the OOM killer); the message comes back
+    (acks_late + reject_on_worker_lost), waits out the dead process's claim, and completes."""
+    from studyapp.celery import app
+
+    items = _one_voice_corpus(tmp_path, sentences=1, size=320, seed=5)
+    sources = services.register_corpus_items(items)
+    # Tracking landmarks in every frame of a 320 px video keeps the render busy for a few seconds.
+    conditions = services.get_or_create_conditions([
+        {"name": "Frozen mouth", "kind": "control", "control": "frozen_mouth", "params": {}},
+    ])
+    short_lease = {"SYNCMOS_JOB_LEASE_SECONDS": "10"}
+    worker_pool.start("worker-gpu", "gpu", **short_lease)
+    worker_pool.start("worker-cpu", "cpu", **short_lease)
+    worker_pool.wait_ready(app, ["gpu", "cpu"])
+    with transaction.atomic():
+        job = services.create_job(conditions, sources, options={**PROFILE, "width": 320, "height": 320})
+        services.start_job(job)
+
+    deadline = time.monotonic() + 60
+    while not Clip.objects.filter(jobs=job, status=Clip.RENDERING).exists():
+        assert time.monotonic() < deadline, "the render never started"
+        time.sleep(0.05)
+    children = worker_pool.pool_children("gpu")
+    assert children, "the gpu worker has no pool process"
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+
+    job = _wait_for(job, timeout=180)
+    clip = job.clips.get()
+    log = worker_pool.log("gpu")
+    assert "WorkerLostError" in log or "exited prematurely" in log, "the kill did not hit the task"
+    assert (job.status, clip.status) == (GenerationJob.DONE, Clip.READY)
+    assert clip.attempts >= 3  # the killed render, the render that took over, the normalization
+    assert media.probe(clip.file.path).video_codec == "h264"

@@ -8,8 +8,10 @@ from django.urls import reverse
 
 from analysis.mos import mos_table
 from generation.models import Clip, GenerationJob
+from studyapp.blinding import find_leaks, forbidden_for_study
 from studyapp.models import Scale, Study, StudyClip
-from tests.studyapp.conftest import make_clip, start_session
+from tests.fixtures import make_clip
+from tests.studyapp.conftest import start_session
 
 pytestmark = pytest.mark.django_db
 
@@ -76,20 +78,32 @@ def test_it_exports_the_mos_table_that_analysis_computes(client, alice, rated_st
             assert float(row["ci_half_width"]) == pytest.approx(want.ci_half_width, abs=1e-4)
 
 
+STUDY_FORM = {
+    "title": "Pilot", "status": "draft", "method": "acr", "consent_text": "ok", "instructions": "watch",
+    "clips_per_participant": 6, "ratings_per_clip": 10, "session_timeout_minutes": 90, "seed": 7,
+    "completion_code": "", "completion_url": "", "scales-TOTAL_FORMS": 0, "scales-INITIAL_FORMS": 0,
+    "study_clips-TOTAL_FORMS": 0, "study_clips-INITIAL_FORMS": 0,
+}
+
+
 def test_it_gives_a_new_study_the_three_acr_scales(client, alice):
     client.force_login(alice)
-    data = {
-        "title": "Pilot", "status": "draft", "method": "acr", "consent_text": "ok", "instructions": "watch",
-        "clips_per_participant": 6, "ratings_per_clip": 10, "seed": 7, "completion_code": "", "completion_url": "",
-        "scales-TOTAL_FORMS": 0, "scales-INITIAL_FORMS": 0, "study_clips-TOTAL_FORMS": 0,
-        "study_clips-INITIAL_FORMS": 0,
-    }
-    response = client.post(reverse("admin:studyapp_study_add"), data)
+    response = client.post(reverse("admin:studyapp_study_add"), STUDY_FORM)
     assert response.status_code == 302, response.content.decode()[:2000]
     study = Study.objects.get(title="Pilot")
     scales = list(study.scales.order_by("position"))
     assert [s.key for s in scales] == ["sync", "visual", "overall"]
     assert all(s.labels == ["Bad", "Poor", "Fair", "Good", "Excellent"] for s in scales)
+    assert study.session_timeout_minutes == 90
+
+
+@pytest.mark.parametrize("method", [Study.METHOD_ACR_HR, Study.METHOD_DCR, Study.METHOD_PAIRWISE])
+def test_it_refuses_to_create_a_study_with_a_method_not_implemented_yet(client, alice, method):
+    client.force_login(alice)
+    response = client.post(reverse("admin:studyapp_study_add"), {**STUDY_FORM, "method": method})
+    assert response.status_code == 200
+    assert "is not available yet; only ACR is implemented" in response.content.decode()
+    assert not Study.objects.exists()
 
 
 def test_it_adds_only_ready_clips_to_a_study_from_the_clip_list(client, alice, clip_files):
@@ -107,15 +121,18 @@ def test_it_adds_only_ready_clips_to_a_study_from_the_clip_list(client, alice, c
 
 def test_it_makes_a_draft_study_from_a_finished_job(client, alice, clip_files):
     client.force_login(alice)
-    job = GenerationJob.objects.create(name="pilot clips", status=GenerationJob.DONE)
+    job = GenerationJob.objects.create(name="wav2lip vs lipgan pilot clips", status=GenerationJob.DONE)
     clips = [make_clip(v, clip_files) for v in range(3)]
-    Clip.objects.filter(pk__in=[c.pk for c in clips]).update(job=job)
+    job.clips.add(*clips)
     response = client.post(reverse("admin:generation_generationjob_changelist"),
                            {"action": "make_study", "_selected_action": [job.pk]})
     assert response.status_code == 302
-    study = Study.objects.get(title__contains="pilot clips")
+    study = Study.objects.get()
     assert study.status == Study.DRAFT
     assert study.study_clips.count() == 3 and Scale.objects.filter(study=study).count() == 3
+    # Participants see the title: it must not name the job (which often names the models).
+    assert study.title == "New study (draft) — rename before opening"
+    assert find_leaks([study.title], forbidden_for_study(study)) == []
 
 
 def test_it_lets_researchers_preview_a_clip_but_not_outsiders(client, alice, charlie, clip_files):
@@ -127,3 +144,14 @@ def test_it_lets_researchers_preview_a_clip_but_not_outsiders(client, alice, cha
     response = client.get(url)
     assert response.status_code == 200 and response["Content-Type"] == "video/mp4"
     assert b"".join(response.streaming_content) == clip_files[0].path.read_bytes()
+
+
+def test_it_opens_only_studies_that_pass_validation(client, alice):
+    client.force_login(alice)
+    good = Study.objects.create(title="ACR study")
+    bad = Study.objects.create(title="DCR study", method=Study.METHOD_DCR)
+    client.post(reverse("admin:studyapp_study_changelist"),
+                {"action": "open_studies", "_selected_action": [good.pk, bad.pk]})
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert (good.status, bad.status) == (Study.OPEN, Study.DRAFT)

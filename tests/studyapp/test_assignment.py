@@ -5,15 +5,17 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
+from django.utils import timezone
 
 from generation.models import Clip
 from studyapp import assignment
 from studyapp.models import Assignment, Participant, StudyClip
 
-from .conftest import make_clip, make_study
+from tests.fixtures import make_clip, make_study
 
 
 def coverage(study) -> Counter:
@@ -176,6 +178,91 @@ def test_it_never_assigns_a_clip_twice_when_topping_up(study):
     assignment.issue_assignments(participant)
     rows = list(participant.assignments.all())
     assert len(rows) == 5 and len({a.study_clip_id for a in rows}) == 5 and {a.position for a in rows} == set(range(5))
+
+
+def hold(study, clips, *, state=Participant.IN_PROGRESS, completed=False, **fields) -> Participant:
+    """A participant of ``study`` holding these study clips (rated, when ``completed``)."""
+    participant = Participant.objects.create(study=study, state=state, **fields)
+    done = timezone.now() if completed else None
+    Assignment.objects.bulk_create(
+        Assignment(participant=participant, study_clip=sc, position=i, completed_at=done) for i, sc in enumerate(clips)
+    )
+    return participant
+
+
+def given(participant) -> set[int]:
+    return set(participant.assignments.values_list("study_clip_id", flat=True))
+
+
+# ---- timeouts ----
+
+def test_it_times_out_a_stale_participant_and_hands_their_clips_to_the_newcomer(db, clip_files):
+    study = make_study(clip_files, n_clips=6, per_participant=3)
+    clips = list(study.study_clips.order_by("id"))
+    stale = hold(study, clips[:3], last_seen_at=timezone.now() - timedelta(minutes=121))
+    fresh = hold(study, clips[3:], last_seen_at=timezone.now() - timedelta(minutes=5))
+    newcomer, _ = assignment.enroll(study)
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stale.state == Participant.TIMED_OUT and fresh.state == Participant.IN_PROGRESS
+    assert given(newcomer) == {sc.id for sc in clips[:3]}
+
+
+def test_it_times_out_after_the_studys_own_timeout_and_counts_from_creation_when_never_seen(db, clip_files):
+    study = make_study(clip_files, n_clips=6, per_participant=2, session_timeout_minutes=30)
+    clips = list(study.study_clips.order_by("id"))
+    now = timezone.now()
+    gone = hold(study, clips[:2], last_seen_at=now - timedelta(minutes=31))
+    still_here = hold(study, clips[2:4], last_seen_at=now - timedelta(minutes=29))
+    never_seen = hold(study, clips[4:], state=Participant.STARTED)
+    Participant.objects.filter(pk=never_seen.pk).update(created_at=now - timedelta(minutes=45))
+    done = hold(study, clips[:2], state=Participant.COMPLETED, last_seen_at=now - timedelta(days=3))
+    assignment.enroll(study)
+    states = dict(Participant.objects.filter(study=study).values_list("pk", "state"))
+    assert states[gone.pk] == states[never_seen.pk] == Participant.TIMED_OUT
+    assert states[still_here.pk] == Participant.IN_PROGRESS and states[done.pk] == Participant.COMPLETED
+
+
+def test_it_leaves_participants_of_other_studies_alone(db, clip_files):
+    study, other = make_study(clip_files, n_clips=2, per_participant=1), make_study(clip_files, n_clips=0)
+    elsewhere = Participant.objects.create(study=other, state=Participant.IN_PROGRESS,
+                                           last_seen_at=timezone.now() - timedelta(days=1))
+    assignment.enroll(study)
+    elsewhere.refresh_from_db()
+    assert elsewhere.state == Participant.IN_PROGRESS
+
+
+# ---- the stop rule: ratings_per_clip ----
+
+def test_it_stops_handing_out_a_clip_with_enough_completed_ratings(db, clip_files):
+    study = make_study(clip_files, n_clips=5, per_participant=4, ratings_per_clip=2)
+    clips = list(study.study_clips.order_by("id"))
+    hold(study, clips[:2], state=Participant.COMPLETED, completed=True)
+    hold(study, clips[:3], completed=True)  # in progress, but these three are rated
+    newcomer, _ = assignment.enroll(study)
+    # clips 0 and 1 have their 2 ratings; clip 2 has 1; 3 and 4 none: only 3 clips are left to give.
+    assert given(newcomer) == {sc.id for sc in clips[2:]}
+    assert newcomer.assignments.count() == 3 and {a.position for a in newcomer.assignments.all()} == {0, 1, 2}
+
+
+def test_it_counts_only_completed_assignments_of_participants_who_count(db, clip_files):
+    study = make_study(clip_files, n_clips=2, per_participant=2, ratings_per_clip=1)
+    clips = list(study.study_clips.order_by("id"))
+    hold(study, clips)  # assigned, not rated yet
+    for state in Participant.INACTIVE_STATES:  # rated, but no longer counted
+        hold(study, clips, state=state, completed=True)
+    assert assignment.full_study_clips(study) == set()
+    newcomer, _ = assignment.enroll(study)
+    assert given(newcomer) == {sc.id for sc in clips}
+
+
+def test_it_refuses_newcomers_once_every_clip_is_full(db, clip_files):
+    study = make_study(clip_files, n_clips=3, per_participant=2, ratings_per_clip=1)
+    hold(study, study.study_clips.all(), state=Participant.COMPLETED, completed=True)
+    with pytest.raises(assignment.StudyNotReady) as refused:
+        assignment.enroll(study)
+    assert isinstance(refused.value, assignment.StudyFull)
+    assert Participant.objects.filter(study=study).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,9 +11,11 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 from django.urls import reverse
 
-from generation.models import Clip, Condition
+from generation.models import Clip, Condition, GenerationJob
 from studyapp.blinding import find_leaks, forbidden_for_study
-from studyapp.models import Rating
+from studyapp.models import Assignment, Rating
+
+from .conftest import backdate_plays
 
 
 STATIC_REF = re.compile(r"""(?:src|href)="(/static/[^"]+)\"""")
@@ -75,7 +77,9 @@ def drive_session(study, recorder: Recorder) -> None:
         answer = {"assignment": config["assignment"], "response_time_ms": 900,
                   "ratings": {k: {"value": 3, "uuid": str(uuid.uuid4())} for k in config["scales"]}}
         post(rate_url, json_body=answer)  # refused: not watched yet
-        post(events_url, json_body={"assignment": config["assignment"], "events": [{"kind": "play"}, {"kind": "ended"}]})
+        post(events_url, json_body={"assignment": config["assignment"], "events": [{"kind": "play", "media_time": 0}]})
+        backdate_plays(Assignment.objects.get(token=config["assignment"]), 5)  # as if the clip played meanwhile
+        post(events_url, json_body={"assignment": config["assignment"], "events": [{"kind": "ended", "media_time": 1.0}]})
         post(rate_url, json_body={**answer, "ratings": {**answer["ratings"], "bogus": {"value": 9, "uuid": "x"}}})
         post(rate_url, json_body=answer)
         post(rate_url, json_body=answer)  # replay
@@ -85,11 +89,14 @@ def drive_session(study, recorder: Recorder) -> None:
 
 
 def test_it_leaks_nothing_during_a_whole_session(study):
+    job = GenerationJob.objects.create(name="wav2lip+lipgan on astronaut GRID")
+    job.clips.add(*Clip.objects.filter(study_clips__study=study))
     recorder = Recorder()
     drive_session(study, recorder)
     for path in sorted(Path(finders.find("studyapp/trial.js")).parent.iterdir()):
         recorder.keep_static(f"/static/studyapp/{path.name}")
     forbidden = forbidden_for_study(study)
+    assert job.name in forbidden
     assert Rating.objects.count() == 4 * 3  # the session really ran
     assert len(recorder.texts) > 150
     leaks = find_leaks(recorder.texts, forbidden)
@@ -138,3 +145,14 @@ def test_it_matches_short_needles_standalone_and_long_ones_anywhere():
     assert sorted((leak.text_index, leak.needle) for leak in leaks) == [
         (0, "wav2lip"), (1, "wav2lip"), (3, "LipGAN baseline"),
     ]
+
+
+def test_it_forbids_the_names_and_ids_of_the_jobs_that_made_the_clips(study):
+    job = GenerationJob.objects.create(name="Wav2Lip vs LipGAN on GRID, pilot 3")
+    unrelated = GenerationJob.objects.create(name="SadTalker sweep for another study")
+    job.clips.add(*Clip.objects.filter(study_clips__study=study))
+    forbidden = forbidden_for_study(study)
+    assert job.name in forbidden and unrelated.name not in forbidden
+    leaky = [f"<title>{job.name}</title>", json.dumps({"job_id": job.pk}), f"/jobs/{job.pk}/"]
+    assert {leak.text_index for leak in find_leaks(leaky, forbidden)} == {0, 1, 2}
+    assert find_leaks([study.title], forbidden) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,8 +14,10 @@ from django.conf import settings
 from django.core import signing
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from studyapp.models import Participant, Study
+from studyapp.assignment import enroll
+from studyapp.models import Assignment, Participant, Rating, Study
 from studyapp.views import media
 
 from .conftest import mark_ended, start_session
@@ -103,6 +106,25 @@ def test_it_says_when_a_study_is_not_open(study, client, status, code):
     assert not Participant.objects.exists()
 
 
+def test_it_says_when_a_study_is_full(study, client):
+    study.ratings_per_clip = 1
+    study.save()
+    for study_clip in study.study_clips.all():
+        Assignment.objects.create(participant=Participant.objects.create(study=study, state=Participant.COMPLETED),
+                                  study_clip=study_clip, position=0, completed_at=timezone.now())
+    response = client.post(study_url(study), {"consent": "yes"})
+    assert response.status_code == 503
+    html = response.content.decode()
+    assert "This study is full" in html and "try again" not in html
+    assert not Participant.objects.filter(study=study, state=Participant.IN_PROGRESS).exists()
+
+
+def test_it_says_when_a_study_has_no_clip_ready_yet(study, client):
+    study.study_clips.all().delete()
+    response = client.post(study_url(study), {"consent": "yes"})
+    assert response.status_code == 503 and "not ready yet" in response.content.decode()
+
+
 def test_it_answers_404_for_an_unknown_study(db, client):
     assert client.get("/s/no-such-study/").status_code == 404
 
@@ -158,6 +180,40 @@ def test_it_shows_a_friendly_page_to_an_inactive_participant(session):
     Participant.objects.filter(pk=session.participant.pk).update(state=Participant.RETURNED)
     response = session.client.get(session.home)
     assert response.status_code == 410 and "no longer available" in response.content.decode()
+
+
+def test_it_ends_the_session_of_a_participant_who_timed_out(session):
+    session.begin()
+    assignment = session.participant.assignments.order_by("position").first()
+    mark_ended(assignment)
+    Participant.objects.filter(pk=session.participant.pk).update(last_seen_at=timezone.now() - timedelta(hours=3))
+    enroll(session.participant.study)  # a newcomer: the silent participant is timed out
+    back = session.client.get(study_url(session.participant.study))
+    assert back["Location"] == session.home
+    page = session.client.get(session.home)
+    assert page.status_code == 410 and "This session has ended" in page.content.decode()
+    refused = session.rate(assignment)
+    assert refused.status_code == 403 and refused.json()["error"] == "not_in_progress"
+    assert not Rating.objects.exists()
+    assert Participant.objects.get(pk=session.participant.pk).state == Participant.TIMED_OUT
+
+
+@pytest.mark.parametrize("request_kind", ["home", "begin", "rate", "events", "media"])
+def test_it_notes_every_participant_request_as_a_sign_of_life(session, request_kind):
+    session.begin()
+    page = session.client.get(session.home)
+    assignment = session.participant.assignments.order_by("position").first()
+    long_ago = timezone.now() - timedelta(hours=1)
+    Participant.objects.filter(pk=session.participant.pk).update(last_seen_at=long_ago)
+    send = {
+        "home": lambda: session.client.get(session.home),
+        "begin": session.begin,
+        "rate": lambda: session.rate(assignment),
+        "events": lambda: session.events(assignment, {"kind": "visibility", "detail": "hidden"}),
+        "media": lambda: session.client.get(video_url(page), HTTP_RANGE="bytes=0-9"),
+    }[request_kind]
+    assert send().status_code < 500
+    assert Participant.objects.get(pk=session.participant.pk).last_seen_at > long_ago + timedelta(minutes=59)
 
 
 def test_it_shows_the_end_page_only_when_everything_is_stored(study):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
+from django.db import connection, connections
+from django.test import Client
 
+from generation.models import Clip
 from studyapp import ratings
 from studyapp.models import Assignment, Participant, PlaybackEvent, Rating
 
-from .conftest import mark_ended, start_session
+from .conftest import backdate_plays, clip_duration, mark_ended, start_session
 
 
 def first(session) -> Assignment:
@@ -65,6 +69,21 @@ def test_it_answers_a_second_tab_with_409_and_the_stored_answer(session):
     assert other_tab.json()["error"] == "already_rated"
     assert {k: v["value"] for k, v in other_tab.json()["ratings"].items()} == {"sync": 2, "visual": 2, "overall": 2}
     assert snapshot() == before
+
+
+def test_it_answers_the_same_uuids_with_other_values_with_409_and_the_stored_answer(session):
+    """Two tabs sharing localStorage send the same keys; the second tab's other choice is not a replay."""
+    assignment = first(session)
+    session.ended(assignment)
+    uuids = {k: str(uuid.uuid4()) for k in ("sync", "visual", "overall")}
+    assert session.post_json("rate", body(assignment, {"sync": 2, "visual": 2, "overall": 2}, uuids)).status_code == 201
+    before = snapshot()
+    other_tab = session.post_json("rate", body(assignment, {"sync": 2, "visual": 5, "overall": 2}, uuids))
+    assert other_tab.status_code == 409 and other_tab.json()["error"] == "already_rated"
+    assert {k: v["value"] for k, v in other_tab.json()["ratings"].items()} == {"sync": 2, "visual": 2, "overall": 2}
+    assert snapshot() == before
+    same = session.post_json("rate", body(assignment, {"sync": 2, "visual": 2, "overall": 2}, uuids))
+    assert same.status_code == 200 and same.json()["replay"] is True
 
 
 def test_it_treats_a_partly_matching_replay_as_a_conflict(session):
@@ -155,6 +174,80 @@ def test_it_refuses_a_rating_before_the_clip_ended(session):
     assert response.json()["error"] == "not_watched"
     assert "end" in response.json()["message"]
     assert Rating.objects.count() == 0
+
+
+def assert_not_watched(session, assignment) -> None:
+    response = session.post_json("rate", body(assignment))
+    assert (response.status_code, response.json()["error"]) == (409, "not_watched")
+    assert Rating.objects.count() == 0
+    assignment.refresh_from_db()
+    assert assignment.completed_at is None
+
+
+def test_it_does_not_let_a_forged_ended_event_unlock_rating(session):
+    assignment = first(session)
+    assert session.events(assignment, {"kind": "ended", "media_time": 0}).status_code == 201
+    assert_not_watched(session, assignment)
+
+
+def test_it_needs_a_play_before_the_ended(session):
+    assignment = first(session)
+    session.events(assignment, {"kind": "ended", "media_time": clip_duration(assignment)})
+    session.events(assignment, {"kind": "play", "media_time": 0})
+    backdate_plays(assignment, 60)
+    assert_not_watched(session, assignment)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 0.85])
+def test_it_needs_the_ended_event_near_the_end_of_the_clip(session, share):
+    assignment = first(session)
+    session.events(assignment, {"kind": "play", "media_time": 0})
+    backdate_plays(assignment, 60)
+    session.events(assignment, {"kind": "ended", "media_time": share * clip_duration(assignment)})
+    assert_not_watched(session, assignment)
+
+
+def test_it_refuses_an_instant_scripted_replay(session):
+    assignment = first(session)
+    duration = clip_duration(assignment)
+    session.events(assignment, {"kind": "play", "media_time": 0}, {"kind": "ended", "media_time": duration})
+    assert_not_watched(session, assignment)
+    backdate_plays(assignment, 0.7 * duration)  # received too shortly before the rating
+    assert_not_watched(session, assignment)
+    backdate_plays(assignment, 0.85 * duration)  # the first play was received 80 % of the clip's length ago
+    assert session.post_json("rate", body(assignment)).status_code == 201
+
+
+def test_it_times_the_clip_from_the_first_play_the_server_received(session):
+    assignment = first(session)
+    duration = clip_duration(assignment)
+    session.events(assignment, {"kind": "play", "media_time": 0})
+    backdate_plays(assignment, duration)
+    session.events(assignment, {"kind": "pause", "media_time": 0.4}, {"kind": "play", "media_time": 0.4},
+                   {"kind": "ended", "media_time": 0.95 * duration})
+    assert session.post_json("rate", body(assignment)).status_code == 201
+
+
+def test_it_needs_only_play_then_ended_when_the_clip_has_no_duration(session):
+    assignment = first(session)
+    Clip.objects.filter(study_clips__assignments=assignment).update(duration=None)
+    session.events(assignment, {"kind": "ended", "media_time": 0})
+    assert_not_watched(session, assignment)
+    session.events(assignment, {"kind": "play", "media_time": 0}, {"kind": "ended", "media_time": 0.1})
+    assert session.post_json("rate", body(assignment)).status_code == 201
+
+
+def test_it_tells_the_page_whether_the_clip_counts_as_watched(session):
+    session.begin()
+    assignment = first(session)
+
+    def watched() -> bool:
+        return session.client.get(session.home).context["config"]["watched"]
+
+    session.events(assignment, {"kind": "ended", "media_time": 0})
+    assert watched() is False
+    session.ended(assignment)
+    assert watched() is True
 
 
 @pytest.mark.parametrize("state", [Participant.RETURNED, Participant.TIMED_OUT, Participant.SCREENED_OUT])
@@ -285,3 +378,42 @@ def test_it_takes_late_events_only_from_active_or_completed_participants(session
     response = session.post_json("events", {"assignment": assignment.token, "events": [{"kind": "visibility"}]})
     assert response.status_code == status
     assert PlaybackEvent.objects.count() == (1 if status == 201 else 0)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("same_trial", [True, False], ids=["same-uuids", "other-uuids"])
+def test_it_stores_one_answer_when_two_requests_race(clip_files, same_trial):
+    """Two tabs post the same trial at the same moment: one answer is stored, the other is a replay or 409."""
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent saves need row locks (PostgreSQL); SQLite serializes whole transactions differently")
+    from tests.fixtures import make_study
+
+    session = start_session(make_study(clip_files))
+    assignment = first(session)
+    mark_ended(assignment)
+    sent = body(assignment)
+    bodies = [sent, sent if same_trial else body(assignment, {"sync": 1, "visual": 1, "overall": 1})]
+    url, barrier, statuses, errors = f"/p/{session.participant.token}/rate", threading.Barrier(2), [], []
+
+    def post(data: dict) -> None:
+        try:
+            barrier.wait()
+            statuses.append(Client().post(url, data=json.dumps(data), content_type="application/json").status_code)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=post, args=(data,)) for data in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(statuses) == ([200, 201] if same_trial else [201, 409])
+    stored = Rating.objects.filter(assignment=assignment)
+    assert stored.count() == 3
+    winner = bodies[0] if same_trial else next(b for b in bodies if str(stored.first().client_uuid) in json.dumps(b))
+    assert {(r.scale.key, r.value, str(r.client_uuid)) for r in stored.select_related("scale")} == {
+        (k, v["value"], v["uuid"]) for k, v in winner["ratings"].items()
+    }

@@ -97,7 +97,7 @@ class Command(BaseCommand):
             consent_text=DEMO_CONSENT,
             instructions=DEMO_INSTRUCTIONS,
             clips_per_participant=opts["clips_per_participant"],
-            ratings_per_clip=5,
+            ratings_per_clip=15,
             status=Study.OPEN,
         )
         self.stdout.write(f"   {job.n_done} clips ready, {job.n_failed} failed, in {time.monotonic() - started:.0f} s.")

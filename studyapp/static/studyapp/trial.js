@@ -5,6 +5,11 @@
 // as *pending* and only removed once the server has confirmed it. After a reload or a lost
 // connection the pending answer is sent again before anything else happens; the server recognises
 // the UUIDs and answers a repeat with what it stored, so no answer is lost or counted twice.
+//
+// The server takes a rating only after it has stored a "play", then an "ended" near the clip's end,
+// and received that first "play" most of a clip's length before the rating. So "play" is posted at
+// once (never queued behind other events) and, like "ended", retried until the server has it; if the
+// server still says the clip was not watched, the answers are kept and the clip can be played again.
 (function () {
   "use strict";
 
@@ -27,6 +32,7 @@
   var unlocked = false;
   var saving = false;
   var eventQueue = Promise.resolve();
+  var firstPlayStoredAt = null; // browser clock when the server confirmed the first "play" (see playAgain)
 
   // ---- storage: localStorage, or memory where the browser blocks it ----
   var memory = {};
@@ -100,28 +106,55 @@
   }
 
   // ---- playback telemetry, sent in order; the rating waits for it ----
+  var RETRYING = "Connection problem. Please keep this page open; it keeps trying to reach the server.";
+
+  // Sends again after a network failure or a 5xx, waiting longer each time; returns the first other
+  // answer, or null after `tries` attempts. Endless retries tell the participant once two have failed.
   async function sendWithRetry(url, body, tries) {
     for (var i = 0; i < tries; i++) {
       try {
         var result = await post(url, body);
-        if (result.status < 500) return result;
+        if (result.status < 500) {
+          if (notice.textContent === RETRYING) hideNotice();
+          return result;
+        }
       } catch (err) { /* network: try again */ }
-      await sleep(500 * Math.pow(2, i));
+      if (tries === Infinity && i === 1) showNotice(RETRYING);
+      await sleep(Math.min(500 * Math.pow(2, i), 15000));
     }
     return null;
   }
 
   function sendEvent(kind, detail) {
-    var event = {
-      kind: kind,
-      media_time: isFinite(video.currentTime) ? video.currentTime : null,
-      client_time: Date.now(),
-      detail: detail || ""
+    var body = {
+      assignment: config.assignment,
+      events: [{
+        kind: kind,
+        media_time: isFinite(video.currentTime) ? video.currentTime : null,
+        client_time: Date.now(),
+        detail: detail || ""
+      }]
     };
-    eventQueue = eventQueue.then(function () {
-      return sendWithRetry(config.eventsUrl, { assignment: config.assignment, events: [event] }, 4);
-    });
+    if (kind === "play") {
+      // At once, not behind queued events: the server times the clip from when it receives "play".
+      var sent = sendWithRetry(config.eventsUrl, body, Infinity).then(function (result) {
+        if (firstPlayStoredAt === null && result && result.status < 300) firstPlayStoredAt = Date.now();
+        return result;
+      });
+      eventQueue = Promise.all([eventQueue, sent]); // what follows ("ended") is stored after it
+      return sent;
+    }
+    var tries = kind === "ended" ? Infinity : 4; // the rating depends on "ended"; the others are telemetry
+    eventQueue = eventQueue.then(function () { return sendWithRetry(config.eventsUrl, body, tries); });
     return eventQueue;
+  }
+
+  // When "play" reached the server late (a lost connection), wait until it has been there for the
+  // clip's length, as it would have after an on-time "play", rather than have the answer refused.
+  async function playedLongEnough() {
+    if (firstPlayStoredAt === null || !isFinite(video.duration)) return;
+    var left = firstPlayStoredAt + video.duration * 1000 - Date.now();
+    if (left > 0) await sleep(left);
   }
 
   // ---- the pending answer ----
@@ -187,6 +220,26 @@
     refresh();
   }
 
+  // The server did not accept that the clip was played to its end: lock the questions until it ends
+  // again. The choices stay (on the page and in localStorage) and come back unchanged.
+  function playAgain() {
+    firstPlayStoredAt = null; // the server did not count the plays so far: time the clip from the next one
+    restoreAnswers();
+    showNotice("We could not confirm that the clip played to its end, so your answers are not saved yet. " +
+               "Please play the clip again; your answers are kept and you can save them when it ends.");
+    playerStatus.textContent = "Press Play and watch the clip to its end again. The questions unlock when it ends.";
+    setLocked(true);
+    setFormStatus("Your answers are kept. Play the clip to its end again, then save.", false);
+  }
+
+  function restoreAnswers() {
+    var answers = trialState().answers;
+    Object.keys(answers).forEach(function (key) {
+      var input = form.querySelector('input[name="' + key + '"][value="' + answers[key] + '"]');
+      if (input) input.checked = true;
+    });
+  }
+
   function unlock() {
     if (unlocked) return;
     var state = trialState();
@@ -194,10 +247,7 @@
       state.unlockedAt = Date.now();
       store.set(TRIAL, state);
     }
-    Object.keys(state.answers).forEach(function (key) {
-      var input = form.querySelector('input[name="' + key + '"][value="' + state.answers[key] + '"]');
-      if (input) input.checked = true;
-    });
+    restoreAnswers();
     playerStatus.textContent = "Now answer the questions below. You may play the clip again.";
     setLocked(false);
   }
@@ -270,6 +320,7 @@
     refresh();
     setFormStatus("Saving…", false);
     await eventQueue; // the server must have the "ended" event before it accepts the rating
+    await playedLongEnough();
     var outcome = await deliverPending();
     if (outcome.kind === "session") return;
     if (outcome.kind === "saved" || (outcome.data && outcome.data.error === "already_rated")) {
@@ -279,8 +330,7 @@
     saving = false;
     hideNotice();
     if (outcome.kind === "not_watched") {
-      playerStatus.textContent = "We could not confirm that the clip played to its end. Please play it again.";
-      setLocked(true);
+      playAgain();
     } else {
       refresh();
       setFormStatus(outcome.data && outcome.data.message ? outcome.data.message : "Your answer could not be saved.", true);
@@ -289,6 +339,7 @@
 
   // ---- start: first settle any answer still pending from before, then show this clip ----
   async function start() {
+    var notWatched = false;
     if (store.get(PENDING)) {
       showNotice("Saving your previous answer…");
       var outcome = await deliverPending();
@@ -302,8 +353,7 @@
         return;
       }
       if (same && outcome.kind === "not_watched") {
-        showNotice("Please play the clip to its end again, then answer the questions.");
-        config.watched = false;
+        notWatched = true;
       } else if (same && outcome.kind === "refused") {
         showNotice(outcome.data.message);
       }
@@ -311,7 +361,7 @@
     trialState(); // the UUIDs exist from the moment the trial is first shown
     trial.setAttribute("aria-busy", "false");
     playButton.disabled = false;
-    if (config.watched) unlock(); else refresh();
+    if (notWatched) playAgain(); else if (config.watched) unlock(); else refresh();
   }
 
   start();
