@@ -32,8 +32,22 @@ class SourceAdmin(admin.ModelAdmin):
 
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
-    list_display = ["name", "architecture", "path", "sha256"]
+    list_display = ["name", "registry_name", "architecture", "layout", "path", "is_installed"]
     search_fields = ["name", "architecture", "path"]
+    readonly_fields = ["file_status", "created_at"]
+
+    @admin.display(description="installed", boolean=True)
+    def is_installed(self, obj: Checkpoint) -> bool:
+        return obj.installed
+
+    @admin.display(description="file")
+    def file_status(self, obj: Checkpoint) -> str:
+        if not obj.path:
+            return "–"
+        if obj.installed:
+            return f"installed at {obj.file_path}"
+        return (f"MISSING: place the weight file at {obj.file_path} on every GPU worker "
+                "(syncmos never downloads weights).")
 
 
 class ConditionMetricInline(admin.TabularInline):

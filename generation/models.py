@@ -75,18 +75,56 @@ class Source(models.Model):
 
 
 class Checkpoint(models.Model):
-    """A weight file the user installed for one architecture (never downloaded by syncmos)."""
+    """Weights the user installed for one architecture (never downloaded by syncmos).
+
+    Either a registered checkpoint (``registry_name``: a generation.weights.REGISTRY entry that knows its
+    file, layout and config) or a file given by path — e.g. one written by syncmos training.
+    """
+
+    LAYOUT_CHOICES = [("syncmos", "syncmos checkpoint"), ("official", "the authors' release (remapped)")]
 
     name = models.CharField(max_length=200, unique=True)
-    architecture = models.CharField(max_length=100)
-    path = models.CharField(max_length=500, help_text="File path on the workers (absolute, or under the weights dir).")
-    sha256 = models.CharField(max_length=64, blank=True)
-    config = models.JSONField(default=dict, blank=True)
+    registry_name = models.CharField(
+        max_length=100, blank=True, help_text="A registered checkpoint (generation.weights.REGISTRY); fills the rest."
+    )
+    architecture = models.CharField(max_length=100, blank=True)
+    path = models.CharField(
+        max_length=500, blank=True, help_text="File on the workers: absolute, or relative to SYNCMOS_WEIGHTS_DIR."
+    )
+    layout = models.CharField(max_length=20, choices=LAYOUT_CHOICES, default="syncmos")
+    sha256 = models.CharField(max_length=64, blank=True, help_text="Checked before loading when given.")
+    config = models.JSONField(default=dict, blank=True, help_text="Config overrides; syncmos files carry their own.")
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.architecture})"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from generation import nets, weights
+
+        if self.registry_name:
+            spec = weights.REGISTRY.get(self.registry_name)
+            if spec is None:
+                raise ValidationError({"registry_name": f"unknown; registered: {', '.join(sorted(weights.REGISTRY))}"})
+            self.architecture, self.path, self.layout = spec.architecture, spec.filename, spec.layout
+            self.sha256 = self.sha256 or spec.sha256
+        if not self.path:
+            raise ValidationError({"path": "give the weight file's path, or choose a registered checkpoint"})
+        if self.architecture not in nets.list_architectures():
+            raise ValidationError({"architecture": f"unknown; known: {', '.join(nets.list_architectures())}"})
+
+    @property
+    def file_path(self):
+        from generation import weights
+
+        return weights.resolve_path(self.path)
+
+    @property
+    def installed(self) -> bool:
+        return self.file_path.is_file()
 
 
 class Condition(models.Model):
@@ -133,6 +171,18 @@ class Condition(models.Model):
             try:
                 self.params = controls.validate_params(self.control, self.params or {})
             except controls.ControlError as exc:
+                raise ValidationError({"params": str(exc)}) from exc
+        if self.kind == self.KIND_MODEL:
+            from generation import pipeline
+
+            if not self.checkpoint_id:
+                raise ValidationError({"checkpoint": "a model condition needs the checkpoint to run"})
+            if self.checkpoint.architecture != self.architecture:
+                raise ValidationError({"checkpoint": f"is a {self.checkpoint.architecture} checkpoint, "
+                                                     f"not {self.architecture}"})
+            try:
+                self.params = pipeline.validate_options(self.params or {})
+            except ValueError as exc:
                 raise ValidationError({"params": str(exc)}) from exc
 
 

@@ -1,18 +1,21 @@
 """The raw-frames step of a clip: load a source and its driving audio, apply the condition, write a
 lossless intermediate. No Django here; generation/tasks.py calls these functions with file paths.
 
-Model conditions run through the inference pipeline of the bundled lip-sync models; until a
-condition's architecture has one, rendering it fails with a clear error instead of a fake clip.
+Model conditions run the lip-sync pipeline (generation.pipeline) with the condition's checkpoint on
+CUDA when present (``SYNCMOS_DEVICE`` overrides), else on the CPU.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from generation import controls, media
+from generation import controls, faces, media, weights
 
 KIND_REFERENCE = "reference"
 KIND_CONTROL = "control"
@@ -27,6 +30,15 @@ class RenderError(Exception):
 
 
 @dataclass(frozen=True)
+class CheckpointRef:
+    path: Path
+    architecture: str
+    layout: str
+    config: dict | str = "default"
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
 class RenderRequest:
     condition_kind: str
     control: str
@@ -38,13 +50,16 @@ class RenderRequest:
     fps: float
     architecture: str = ""
     other_audio_path: Path | None = None
+    checkpoint: CheckpointRef | None = None
 
 
-def load_stimulus(source_path: Path, audio_path: Path, *, source_is_still: bool, fps: float) -> controls.Stimulus:
-    """Frames of the face source and the driving audio, trimmed to a common duration.
+def load_stimulus(source_path: Path, audio_path: Path, *, source_is_still: bool, fps: float,
+                  trim: bool = True) -> controls.Stimulus:
+    """Frames of the face source and the driving audio, by default trimmed to a common duration.
 
     A still image becomes a constant video as long as the audio (the model then animates it); a
-    video keeps its own frame rate, and video and audio are cut to the shorter of the two.
+    video keeps its own frame rate. With ``trim`` video and audio are cut to the shorter of the two;
+    without it both stay whole (the lip-sync pipeline cuts or loops the video to the audio itself).
     """
     audio = media.read_audio(audio_path, sample_rate=WORK_SAMPLE_RATE)  # (N,) float32
     media.check_audible(audio, WORK_SAMPLE_RATE)
@@ -55,6 +70,8 @@ def load_stimulus(source_path: Path, audio_path: Path, *, source_is_still: bool,
         video_fps = fps
     else:
         frames, video_fps = media.read_video(source_path)  # (T, H, W, 3)
+    if not trim:
+        return controls.Stimulus(frames=frames, fps=video_fps, audio=audio, sample_rate=WORK_SAMPLE_RATE)
     n_frames = min(len(frames), int(np.floor(len(audio) / WORK_SAMPLE_RATE * video_fps + 1e-6)))
     if n_frames < 1:
         raise RenderError("the audio is shorter than one video frame")
@@ -67,7 +84,8 @@ def load_stimulus(source_path: Path, audio_path: Path, *, source_is_still: bool,
 def render(request: RenderRequest) -> Path:
     """Make the raw clip of one condition and write it to ``request.output_path`` (.mkv, lossless)."""
     stimulus = load_stimulus(
-        request.source_path, request.audio_path, source_is_still=request.source_is_still, fps=request.fps
+        request.source_path, request.audio_path, source_is_still=request.source_is_still, fps=request.fps,
+        trim=request.condition_kind != KIND_MODEL,
     )
     if request.condition_kind == KIND_REFERENCE:
         result = controls.hidden_reference(stimulus)
@@ -77,11 +95,46 @@ def render(request: RenderRequest) -> Path:
             other_audio = media.read_audio(request.other_audio_path, sample_rate=WORK_SAMPLE_RATE)
         result = controls.apply_control(request.control, request.params, stimulus, other_audio=other_audio)
     elif request.condition_kind == KIND_MODEL:
-        raise RenderError(
-            f"no inference pipeline is installed for architecture {request.architecture!r} yet; "
-            "model conditions cannot be rendered"
-        )
+        result = render_model(request, stimulus)
     else:
         raise RenderError(f"unknown condition kind {request.condition_kind!r}")
     media.write_intermediate(request.output_path, result.frames, result.fps, result.audio, result.sample_rate)
     return request.output_path
+
+
+def inference_device() -> str:
+    return os.environ.get("SYNCMOS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def face_detector(name: str):
+    """The condition's face detector: dlib (offline, default) or S3FD with the user's sfd_face.pth."""
+    if name == "s3fd":
+        from generation import s3fd_detect
+
+        path = weights.resolve_path("sfd_face.pth")
+        try:
+            return s3fd_detect.load_s3fd(path, device=inference_device())
+        except FileNotFoundError as exc:
+            raise weights.WeightsMissingError(str(exc)) from exc
+        except ValueError as exc:
+            raise weights.WeightsMismatchError(str(exc)) from exc
+    return faces.DlibFaceDetector()
+
+
+def render_model(request: RenderRequest, stimulus: controls.Stimulus) -> controls.Stimulus:
+    """Lip-sync the source to the driving audio with the condition's checkpoint."""
+    from generation import pipeline
+
+    if request.checkpoint is None:
+        raise RenderError("this model condition has no checkpoint")
+    ref = request.checkpoint
+    if ref.architecture != request.architecture:
+        raise RenderError(f"the checkpoint is for {ref.architecture!r}, the condition for {request.architecture!r}")
+    generator = weights.cached_generator(
+        str(ref.path), ref.architecture, ref.layout, json.dumps(ref.config, sort_keys=True), ref.sha256,
+        inference_device(),
+    )
+    options = pipeline.validate_options(request.params)
+    run = pipeline.LipSyncPipeline(generator, face_detector(options["detector"]), pipeline.pipeline_config(options))
+    out = run(stimulus.frames, stimulus.fps, stimulus.audio, stimulus.sample_rate)
+    return controls.Stimulus(frames=out.frames, fps=out.fps, audio=out.audio, sample_rate=out.sample_rate)

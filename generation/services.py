@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from generation import media
 from generation.models import Audio, Clip, Condition, GenerationJob, Source
-from generation.render import RenderError, RenderRequest
+from generation.render import CheckpointRef, RenderError, RenderRequest
 
 MISMATCHED_AUDIO = "mismatched_audio"
 
@@ -315,6 +315,11 @@ def render_request(clip: Clip) -> RenderRequest:
     own_audio = source.own_audio
     if is_mismatched and own_audio is None:
         raise RenderError("a mismatched-audio clip needs the source's own audio to set its length")
+    checkpoint = None
+    if condition.checkpoint_id:
+        row = condition.checkpoint
+        checkpoint = CheckpointRef(path=row.file_path, architecture=row.architecture, layout=row.layout,
+                                   config=row.config or "default", sha256=row.sha256)
     return RenderRequest(
         condition_kind=condition.kind,
         control=condition.control,
@@ -326,6 +331,7 @@ def render_request(clip: Clip) -> RenderRequest:
         output_path=raw_path(clip),
         fps=source.fps or 25.0,
         architecture=condition.architecture,
+        checkpoint=checkpoint,
     )
 
 
@@ -363,3 +369,28 @@ def finish_clip(clip: Clip, info: media.MediaInfo, sha256: str, worker: str) -> 
         normalized_by=worker,
         error="",
     ))
+
+
+def installed_model_conditions() -> list[Condition]:
+    """A model condition for every registered checkpoint whose file is installed (the demo uses these)."""
+    from generation import weights
+    from generation.models import Checkpoint
+
+    conditions = []
+    for spec in weights.REGISTRY.values():
+        if not weights.is_installed(spec):
+            continue
+        checkpoint = Checkpoint.objects.filter(registry_name=spec.name).first()
+        if checkpoint is None:
+            checkpoint = Checkpoint(name=spec.name, registry_name=spec.name, notes=spec.description)
+            checkpoint.full_clean()
+            checkpoint.save()
+        name = f"{spec.architecture}: {spec.name}"
+        condition = Condition.objects.filter(name=name).first()
+        if condition is None:
+            condition = Condition(name=name, kind=Condition.KIND_MODEL, architecture=spec.architecture,
+                                  checkpoint=checkpoint, description=spec.description)
+            condition.full_clean()
+            condition.save()
+        conditions.append(condition)
+    return conditions

@@ -14,7 +14,8 @@ import logging
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, transaction
 
-from generation import media, render, services
+from generation import media, render, services, weights
+from generation.audio import AudioError
 from generation.controls import ControlError
 from generation.faces import FaceNotFoundError
 from generation.models import Clip
@@ -23,7 +24,10 @@ log = logging.getLogger(__name__)
 
 # Errors caused by the input itself: retrying cannot help, so the clip fails with the message.
 # Any other exception also fails the clip (never leaving it claimed forever), with a traceback logged.
-INPUT_ERRORS = (media.MediaError, ControlError, FaceNotFoundError, render.RenderError, FileNotFoundError)
+INPUT_ERRORS = (
+    media.MediaError, AudioError, ControlError, FaceNotFoundError, render.RenderError, weights.WeightsError,
+    FileNotFoundError,
+)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 TASK_OPTIONS = dict(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True, max_retries=5)
 
@@ -50,7 +54,8 @@ def start_job(self, job_id: int) -> None:
 
 @shared_task(name="generation.render_raw_clip", **TASK_OPTIONS)
 def render_raw_clip(self, clip_id: int) -> None:
-    clip = Clip.objects.select_related("condition", "source__own_audio", "audio").filter(pk=clip_id).first()
+    clip = (Clip.objects.select_related("condition__checkpoint", "source__own_audio", "audio")
+            .filter(pk=clip_id).first())
     if clip is None or not _claimed(self, clip, Clip.PENDING, Clip.RENDERING):
         return
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Queue
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -216,15 +216,20 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-# Declared so that purges and inspections see both queues, not only the default one.
-CELERY_TASK_QUEUES = (Queue("gpu"), Queue("cpu"))
+# Declared so that purges and inspections see both queues; each with its own exchange and routing key
+# (a bare Queue("gpu") would inherit the default queue's routing key and receive its messages too).
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("gpu", "cpu"))
 CELERY_TASK_ROUTES = {
     "generation.render_raw_clip": {"queue": "gpu"},
     "generation.normalize_clip": {"queue": "cpu"},
     "generation.start_job": {"queue": "cpu"},
 }
-# Redelivery of an unacknowledged task (a worker died) happens after this many seconds.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=30)}
+# A task a dead worker left unacknowledged is handed out again once it is this many seconds old;
+# workers look for such tasks about every 10 s × CELERY_UNACKED_RESTORE_THROTTLE.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=5),
+    "unacked_restore_throttle": envint("CELERY_UNACKED_RESTORE_THROTTLE", 10, minimum=1),
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 LOGGING = {

@@ -52,3 +52,11 @@ def test_its_task_routes_match_the_worker_queues():
     assert queues == {_queue(SERVICES["worker-gpu"]["command"]), _queue(SERVICES["worker-cpu"]["command"])}
     assert settings.CELERY_TASK_ROUTES["generation.render_raw_clip"]["queue"] == "gpu"
     assert settings.CELERY_TASK_ROUTES["generation.normalize_clip"]["queue"] == "cpu"
+
+
+def test_its_queues_each_have_their_own_routing_key():
+    """A message routed to one queue must never be copied into the other."""
+    from django.conf import settings
+
+    keys = {queue.name: queue.routing_key for queue in settings.CELERY_TASK_QUEUES}
+    assert keys == {"gpu": "gpu", "cpu": "cpu"}

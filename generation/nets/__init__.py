@@ -74,7 +74,9 @@ class Architecture:
         unknown = set(name_or_overrides) - {f.name for f in dataclasses.fields(base)}
         if unknown:
             raise KeyError(f"{self.name} config has no fields {sorted(unknown)}")
-        return dataclasses.replace(base, **name_or_overrides)
+        # Stored configs come back from JSON with lists where the dataclass holds tuples.
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in name_or_overrides.items()}
+        return dataclasses.replace(base, **values)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}

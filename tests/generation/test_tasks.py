@@ -64,19 +64,21 @@ def test_it_retries_a_database_hiccup_and_then_finishes(corpus_items, monkeypatc
     assert (clip.status, clip.attempts, job.status) == (Clip.READY, 3, GenerationJob.DONE)
 
 
-def test_it_fails_one_clip_with_a_clear_error_and_finishes_the_others(corpus_items, monkeypatch):
-    from generation import render
+def test_it_fails_one_clip_with_a_clear_error_and_finishes_the_others(corpus_items, tmp_path, monkeypatch):
+    from generation.models import Checkpoint, Condition
 
+    monkeypatch.setenv("SYNCMOS_WEIGHTS_DIR", str(tmp_path))
     sources = services.register_corpus_items(corpus_items)
-    conditions = services.get_or_create_conditions([
-        {"name": "Hidden reference", "kind": "reference"},
-        {"name": "Wav2Lip (no pipeline yet)", "kind": "model", "architecture": "wav2lip"},
-    ])
-    job = _run(conditions, sources)
+    reference = services.get_or_create_conditions([{"name": "Hidden reference", "kind": "reference"}])[0]
+    checkpoint = Checkpoint.objects.create(name="not installed", architecture="wav2lip", path="wav2lip_gan.pth",
+                                           layout="official")
+    model = Condition.objects.create(name="Wav2Lip (weights missing)", kind="model", architecture="wav2lip",
+                                     checkpoint=checkpoint)
+    job = _run([reference, model], sources)
     assert job.status == GenerationJob.PARTIAL
     failed = job.clips.filter(status=Clip.FAILED)
     assert failed.count() == len(sources)
-    assert all("no inference pipeline" in clip.error for clip in failed)
+    assert all("checkpoint file not found" in clip.error and "wav2lip_gan.pth" in clip.error for clip in failed)
     assert not any((services.media_path(f"clips/{c.delivery_name}")).exists() for c in failed)
     assert job.clips.filter(status=Clip.READY).count() == len(sources)
 

@@ -68,11 +68,11 @@ class Workers:
         env.update(overrides)
         return env
 
-    def start(self, service: str, name: str, **env_overrides: str) -> subprocess.Popen:
+    def start(self, service: str, name: str, *, host: str = "itest", **env_overrides: str) -> subprocess.Popen:
         argv = compose_worker_command(service)
         assert argv[0] == "celery"
         argv = [str(Path(sys.executable).parent / "celery"), *argv[1:]]
-        argv = [a.replace("%h", "itest") for a in argv]
+        argv = [a.replace("%h", host) for a in argv]
         LOG_DIR.mkdir(exist_ok=True)
         log = open(LOG_DIR / f"{name}.log", "wb")
         proc = subprocess.Popen(argv, cwd=REPO, env=self.env(**env_overrides), stdout=log, stderr=subprocess.STDOUT,
@@ -92,14 +92,20 @@ class Workers:
             time.sleep(0.2)
         raise TimeoutError(f"{text!r} not in test-artifacts/{name}.log after {timeout} s")
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a whole worker (parent and pool): nothing gets to acknowledge or requeue."""
+        proc = self.procs[name]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
     def pool_children(self, name: str) -> list[int]:
         """Pids of a worker's prefork pool processes (where tasks actually run)."""
         out = subprocess.run(["pgrep", "-P", str(self.procs[name].pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
 
-    def wait_ready(self, app, names: list[str], timeout: float = 60.0) -> None:
+    def wait_ready(self, app, names: list[str], timeout: float = 60.0, host: str = "itest") -> None:
         deadline = time.monotonic() + timeout
-        wanted = {f"{n}@itest" for n in names}
+        wanted = {f"{n}@{host}" for n in names}
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:

@@ -16,8 +16,10 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from generation import corpus, media, services
-from generation.models import Audio, Clip, GenerationJob, Source
+import torch
+
+from generation import corpus, media, nets, services, weights
+from generation.models import Audio, Checkpoint, Clip, Condition, GenerationJob, Source
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -158,3 +160,41 @@ def test_it_finishes_a_clip_whose_worker_process_was_killed_mid_task(worker_pool
     assert (job.status, clip.status) == (GenerationJob.DONE, Clip.READY)
     assert clip.attempts >= 3  # the killed render, the render that took over, the normalization
     assert media.probe(clip.file.path).video_codec == "h264"
+
+
+def test_it_completes_a_model_clip_on_another_worker_after_its_worker_was_killed(worker_pool, tmp_path):
+    """A gpu worker dies (SIGKILL, parent and pool) while running a lip-sync model; Redis hands the
+    unacknowledged message to a second gpu worker once its visibility timeout passes, and that worker
+    takes over the dead worker's claim when the lease runs out."""
+    from studyapp.celery import app
+
+    weights_dir = tmp_path / "weights"
+    arch = nets.get_architecture("wav2lip")
+    torch.manual_seed(0)
+    weights.save_checkpoint(weights_dir / "tiny.pth", arch.build_generator(arch.config("tiny")),
+                            architecture="wav2lip", config=arch.config("tiny"))
+    checkpoint = Checkpoint.objects.create(name="tiny", architecture="wav2lip", path="tiny.pth")
+    model = Condition.objects.create(name="Wav2Lip tiny", kind="model", architecture="wav2lip", checkpoint=checkpoint)
+    sources = services.register_corpus_items(_one_voice_corpus(tmp_path, sentences=1, size=320, seed=6))
+    fast_recovery = {"SYNCMOS_JOB_LEASE_SECONDS": "10", "CELERY_VISIBILITY_TIMEOUT": "10",
+                     "CELERY_UNACKED_RESTORE_THROTTLE": "1", "SYNCMOS_WEIGHTS_DIR": str(weights_dir)}
+    worker_pool.start("worker-gpu", "gpu", **fast_recovery)
+    worker_pool.start("worker-cpu", "cpu", **fast_recovery)
+    worker_pool.wait_ready(app, ["gpu", "cpu"])
+    with transaction.atomic():
+        job = services.create_job([model], sources, options={**PROFILE, "width": 320, "height": 320})
+        services.start_job(job)
+
+    deadline = time.monotonic() + 60
+    while not Clip.objects.filter(jobs=job, status=Clip.RENDERING).exists():
+        assert time.monotonic() < deadline, "the render never started"
+        time.sleep(0.02)
+    worker_pool.kill("gpu")
+    assert Clip.objects.get(jobs=job).status == Clip.RENDERING  # it died holding the claim
+    worker_pool.start("worker-gpu", "gpu2", host="itest2", **fast_recovery)
+
+    job = _wait_for(job, timeout=180)
+    clip = job.clips.get()
+    assert (job.status, clip.status) == (GenerationJob.DONE, Clip.READY)
+    assert clip.rendered_by == "gpu@itest2"
+    assert clip.n_frames == sources[0].n_frames

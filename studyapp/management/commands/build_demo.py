@@ -74,6 +74,10 @@ class Command(BaseCommand):
                 items, storage_prefix="demo-corpus", name_suffix=f"@{config.size}px-seed{config.seed}"
             )
         conditions = services.get_or_create_conditions(controls.standard_conditions())
+        models = services.installed_model_conditions()
+        conditions += models
+        if not models:
+            self.stdout.write("   (no model weights installed under SYNCMOS_WEIGHTS_DIR: control conditions only)")
         self.stdout.write(f"2/4 Making {len(sources) * len(conditions)} clips ({len(conditions)} conditions) "
                           f"through the generation tasks…")
         # In-process, the tasks run when this block commits; with workers, they only get queued.
