@@ -12,7 +12,10 @@ DEMO_PORT ?= 8000
 # The demo is the embedded mode: SQLite file and in-process tasks, unless the caller says otherwise.
 DEMO_ENV := DEBUG=1 SECRET_KEY=demo-not-secret SYNCMOS_DEMO_HOST=$(DEMO_HOST) SYNCMOS_DEMO_PORT=$(DEMO_PORT)
 
-.PHONY: demo test install system-deps services services-stop worker-gpu worker-cpu web clean
+bench: install
+	$(PY) benchmarks/bench_models.py
+
+.PHONY: demo test bench install system-deps services services-stop worker-gpu worker-cpu web clean
 
 demo: install
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput
