@@ -19,7 +19,7 @@ RUN pip install --no-cache-dir -c constraints.txt --extra-index-url "$TORCH_INDE
  && pip install --no-cache-dir -c constraints.txt .
 RUN SECRET_KEY=build DATABASE_URL=sqlite:////tmp/build.sqlite3 python manage.py collectstatic --noinput
 
-RUN useradd --create-home --uid 1000 syncmos && mkdir -p /data/media && chown -R syncmos /data /app
+RUN useradd --create-home --uid 1000 syncmos && mkdir -p /data/media /data/weights && chown -R syncmos /data /app
 USER syncmos
 ENV SYNCMOS_MEDIA_ROOT=/data/media SYNCMOS_STATIC_ROOT=/app/var/static
 EXPOSE 8000

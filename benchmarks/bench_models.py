@@ -102,7 +102,7 @@ def main() -> None:
     total = sum(timings.values())
     print(f"\nwhole clip, wav2lip default, {n} frames at 256×256 (pipeline batch 32), {total:.2f} s in total, "
           f"{n / total:.1f} frames/s:")
-    for step in ("face_detection", "mel", "inference", "paste", "encoding"):
+    for step in ("face_detection", "mel", "crop", "inference", "paste", "encoding"):
         print(f"  {step:15s} {timings[step]:7.2f} s  {100 * timings[step] / total:5.1f} %")
 
 

@@ -132,7 +132,9 @@ class DlibFaceDetector:
 
     dlib boxes hug the brows-to-chin region; S3FD boxes, on which the lip-sync models were trained,
     also take the forehead and a little more around. ``grow`` enlarges dlib's box by fractions of its
-    height/width (top, bottom, left, right) to come closer to that framing.
+    height/width (top, bottom, left, right) to come closer to that framing. UNVERIFIED: the default
+    fractions are eyeballed, not fitted against S3FD boxes (no S3FD weights could be had here); with
+    real weights, prefer the condition option ``{"detector": "s3fd"}``.
     """
 
     def __init__(self, upsample: int = 1, grow: tuple[float, float, float, float] = (0.25, 0.05, 0.05, 0.05)):
@@ -174,7 +176,9 @@ def smooth_boxes(boxes: np.ndarray, window: int = 5) -> np.ndarray:
     out = np.array(boxes, dtype=np.int64, copy=True)  # (T, 4)
     for i in range(len(out)):
         if i + window > len(out):
-            chunk = out[len(out) - window:] if len(out) >= window else out
+            # The original's slice, negative start and all: with fewer boxes than the window it keeps
+            # only the last window − T … boxes, as Python slicing does.
+            chunk = out[len(out) - window:]
         else:
             chunk = out[i:i + window]
         out[i] = np.mean(chunk, axis=0).astype(np.int64)

@@ -111,10 +111,17 @@ class Checkpoint(models.Model):
                 raise ValidationError({"registry_name": f"unknown; registered: {', '.join(sorted(weights.REGISTRY))}"})
             self.architecture, self.path, self.layout = spec.architecture, spec.filename, spec.layout
             self.sha256 = self.sha256 or spec.sha256
+            if not self.config and spec.config != "default":
+                self.config = spec.config
         if not self.path:
             raise ValidationError({"path": "give the weight file's path, or choose a registered checkpoint"})
         if self.architecture not in nets.list_architectures():
             raise ValidationError({"architecture": f"unknown; known: {', '.join(nets.list_architectures())}"})
+        if self.config:
+            try:
+                nets.get_architecture(self.architecture).config(self.config)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValidationError({"config": str(exc)}) from exc
 
     @property
     def file_path(self):

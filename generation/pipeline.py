@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -108,7 +109,10 @@ class LipSyncPipeline:
         return next(self.generator.parameters()).device
 
     @torch.inference_mode()
-    def __call__(self, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> LipSyncOutput:
+    def __call__(self, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                 *, on_batch: Callable[[int, int], None] | None = None) -> LipSyncOutput:
+        """Lip-sync ``frames`` to ``audio``. ``on_batch(done, total)`` is called after every model batch
+        (a long render uses it to keep its claim on the clip alive)."""
         timings: dict[str, float] = {}
 
         # 1. Check inputs; raise concise errors rather than guessing.
@@ -117,18 +121,22 @@ class LipSyncPipeline:
             raise ValueError(f"fps must be positive, got {fps}")
         if sample_rate != SAMPLE_RATE:
             raise ValueError(f"audio must be {SAMPLE_RATE} Hz mono (resample first), got {sample_rate} Hz")
+        audio = np.asarray(audio)
+        if not np.issubdtype(audio.dtype, np.floating):
+            raise ValueError(f"audio must be float samples in [-1, 1], got {audio.dtype} (convert int PCM first)")
 
         # 2. Mel chunks, one per output frame, each starting at its frame's timestamp. The official loop
-        #    stops once a window would run past the audio, which drops the last ~4 frames; here those
-        #    frames reuse the final window, so every condition's clip is as long as its audio (a shorter
-        #    clip would tell participants which clips a model made).
+        #    stops once a window would run past the audio, which drops the last 3 frames at 25 fps; here
+        #    those frames reuse the final window, so every condition's clip is as long as its audio (a
+        #    shorter clip would tell participants which clips a model made).
         started = time.perf_counter()
-        mel = audio_features.melspectrogram(np.asarray(audio, dtype=np.float32))  # (80, M)
+        mel = audio_features.melspectrogram(audio.astype(np.float32))  # (80, M)
         chunks = audio_features.mel_chunks(mel, fps, self.spec.mel_frames)  # (T_official, 80, mel_frames)
-        n_covered = int(np.floor(len(audio) / sample_rate * fps + 1e-6))
+        n_covered = max(1, int(np.floor(len(audio) / sample_rate * fps + 1e-6)))
         if len(chunks) < n_covered:
             tail = np.repeat(chunks[-1:], n_covered - len(chunks), axis=0)
             chunks = np.concatenate([chunks, tail])  # (T_out, 80, mel_frames)
+        chunks = chunks[:n_covered]  # at very low fps the official loop overshoots the audio
         timings["mel"] = time.perf_counter() - started
 
         # 3. Frames for the chunks: the video is cut to the audio, or reused cyclically when the audio is
@@ -144,9 +152,7 @@ class LipSyncPipeline:
         timings["face_detection"] = time.perf_counter() - started
 
         # 5. + 6. Crops → model input → generated faces, in batches.
-        started = time.perf_counter()
-        generated = self._generate(frames, source_index, boxes, chunks)  # (T_out, S, S, 3) uint8 RGB
-        timings["inference"] = time.perf_counter() - started
+        generated = self._generate(frames, source_index, boxes, chunks, timings, on_batch)  # (T_out, S, S, 3)
 
         # 7. Paste each generated face back into its frame; pixels outside the box stay untouched.
         started = time.perf_counter()
@@ -183,24 +189,38 @@ class LipSyncPipeline:
         halves = (masked, reference) if self.spec.face_order == MASKED_FIRST else (reference, masked)
         return torch.cat(halves, dim=1)  # (B, 6, S, S)
 
-    def _generate(self, frames, source_index, boxes, chunks) -> np.ndarray:
+    def _generate(self, frames, source_index, boxes, chunks, timings, on_batch) -> np.ndarray:
+        """Generated faces (T_out, S, S, 3) uint8 RGB; crops are cut per batch, never for the whole video."""
         size = self.spec.face_size
-        crops = faces.crop_faces(frames[source_index], boxes, size)  # (T_out, S, S, 3)
-        out = np.empty((len(crops), size, size, 3), dtype=np.uint8)
+        out = np.empty((len(chunks), size, size, 3), dtype=np.uint8)
+        timings["crop"] = timings["inference"] = 0.0
         batch = self.config.batch_size
         start = 0
-        while start < len(crops):
-            stop = min(start + batch, len(crops))
+        while start < len(chunks):
+            stop = min(start + batch, len(chunks))
+            started = time.perf_counter()
+            rows = source_index[start:stop]
+            crops = faces.crop_faces(frames[rows], boxes[start:stop], size)  # (b, S, S, 3)
+            timings["crop"] += time.perf_counter() - started
+            started = time.perf_counter()
+            out_of_memory = False
             try:
-                out[start:stop] = self._run_batch(crops[start:stop], chunks[start:stop])
+                out[start:stop] = self._run_batch(crops, chunks[start:stop])
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise
-                batch = max(1, batch // 2)  # as the official face detector does: halve and try again
+                out_of_memory = True
+            timings["inference"] += time.perf_counter() - started
+            if out_of_memory:
+                # As the official face detector does: halve the batch and try again. The cache is emptied
+                # outside the except block, once the failed batch's tensors are no longer referenced.
+                batch = max(1, batch // 2)
                 log.warning("CUDA out of memory; retrying with batch size %d", batch)
                 torch.cuda.empty_cache()
                 continue
             start = stop
+            if on_batch is not None:
+                on_batch(start, len(chunks))
         return out
 
     def _run_batch(self, crops: np.ndarray, chunks: np.ndarray) -> np.ndarray:

@@ -7,8 +7,9 @@ CUDA when present (``SYNCMOS_DEVICE`` overrides), else on the CPU.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def load_stimulus(source_path: Path, audio_path: Path, *, source_is_still: bool,
     media.check_audible(audio, WORK_SAMPLE_RATE)
     if source_is_still:
         image = media.read_image(source_path)  # (H, W, 3)
+        if not trim:  # the pipeline loops a one-frame video over the audio (and detects the face once)
+            return controls.Stimulus(frames=image[None], fps=fps, audio=audio, sample_rate=WORK_SAMPLE_RATE)
         n_frames = max(1, int(round(len(audio) / WORK_SAMPLE_RATE * fps)))
         frames = np.repeat(image[None], n_frames, axis=0)  # (T, H, W, 3)
         video_fps = fps
@@ -81,8 +84,11 @@ def load_stimulus(source_path: Path, audio_path: Path, *, source_is_still: bool,
     )
 
 
-def render(request: RenderRequest) -> Path:
-    """Make the raw clip of one condition and write it to ``request.output_path`` (.mkv, lossless)."""
+def render(request: RenderRequest, *, heartbeat: Callable[[], None] | None = None) -> Path:
+    """Make the raw clip of one condition and write it to ``request.output_path`` (.mkv, lossless).
+
+    ``heartbeat`` is called now and then during long work (the task uses it to extend its claim).
+    """
     stimulus = load_stimulus(
         request.source_path, request.audio_path, source_is_still=request.source_is_still, fps=request.fps,
         trim=request.condition_kind != KIND_MODEL,
@@ -95,7 +101,7 @@ def render(request: RenderRequest) -> Path:
             other_audio = media.read_audio(request.other_audio_path, sample_rate=WORK_SAMPLE_RATE)
         result = controls.apply_control(request.control, request.params, stimulus, other_audio=other_audio)
     elif request.condition_kind == KIND_MODEL:
-        result = render_model(request, stimulus)
+        result = render_model(request, stimulus, heartbeat=heartbeat)
     else:
         raise RenderError(f"unknown condition kind {request.condition_kind!r}")
     media.write_intermediate(request.output_path, result.frames, result.fps, result.audio, result.sample_rate)
@@ -106,14 +112,16 @@ def inference_device() -> str:
     return os.environ.get("SYNCMOS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def face_detector(name: str):
-    """The condition's face detector: dlib (offline, default) or S3FD with the user's sfd_face.pth."""
+@functools.lru_cache(maxsize=2)
+def face_detector(name: str, device: str):
+    """The condition's face detector, kept per worker: dlib (offline, default), or S3FD with the user's
+    sfd_face.pth run as Wav2Lip's inference runs it."""
     if name == "s3fd":
         from generation import s3fd_detect
 
         path = weights.resolve_path("sfd_face.pth")
         try:
-            return s3fd_detect.load_s3fd(path, device=inference_device())
+            return s3fd_detect.load_s3fd(path, device=device, **s3fd_detect.WAV2LIP_INFERENCE)
         except FileNotFoundError as exc:
             raise weights.WeightsMissingError(str(exc)) from exc
         except ValueError as exc:
@@ -121,7 +129,8 @@ def face_detector(name: str):
     return faces.DlibFaceDetector()
 
 
-def render_model(request: RenderRequest, stimulus: controls.Stimulus) -> controls.Stimulus:
+def render_model(request: RenderRequest, stimulus: controls.Stimulus, *,
+                 heartbeat: Callable[[], None] | None = None) -> controls.Stimulus:
     """Lip-sync the source to the driving audio with the condition's checkpoint."""
     from generation import pipeline
 
@@ -130,11 +139,12 @@ def render_model(request: RenderRequest, stimulus: controls.Stimulus) -> control
     ref = request.checkpoint
     if ref.architecture != request.architecture:
         raise RenderError(f"the checkpoint is for {ref.architecture!r}, the condition for {request.architecture!r}")
-    generator = weights.cached_generator(
-        str(ref.path), ref.architecture, ref.layout, json.dumps(ref.config, sort_keys=True), ref.sha256,
-        inference_device(),
-    )
+    device = inference_device()
+    generator = weights.load_cached(ref.path, architecture=ref.architecture, layout=ref.layout, config=ref.config,
+                                    sha256=ref.sha256, device=device)
     options = pipeline.validate_options(request.params)
-    run = pipeline.LipSyncPipeline(generator, face_detector(options["detector"]), pipeline.pipeline_config(options))
-    out = run(stimulus.frames, stimulus.fps, stimulus.audio, stimulus.sample_rate)
+    run = pipeline.LipSyncPipeline(generator, face_detector(options["detector"], device),
+                                   pipeline.pipeline_config(options))
+    on_batch = (lambda done, total: heartbeat()) if heartbeat is not None else None
+    out = run(stimulus.frames, stimulus.fps, stimulus.audio, stimulus.sample_rate, on_batch=on_batch)
     return controls.Stimulus(frames=out.frames, fps=out.fps, audio=out.audio, sample_rate=out.sample_rate)

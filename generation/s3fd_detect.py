@@ -315,8 +315,16 @@ class S3FDDetector:
         """Faces in each of T same-sized RGB uint8 frames (T, H, W, 3): a list of T (N_t, 5) arrays."""
         frames = as_rgb_frames(frames)
         results: list[np.ndarray] = []
-        for start in range(0, len(frames), self.batch_size):
-            results.extend(self._detect_chunk(frames[start:start + self.batch_size]))
+        batch, start = self.batch_size, 0
+        while start < len(frames):
+            try:
+                results.extend(self._detect_chunk(frames[start:start + batch]))
+            except torch.cuda.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch = max(1, batch // 2)  # Wav2Lip halves --face_det_batch_size on CUDA OOM, down to 1
+                continue
+            start += batch
         return results
 
     def _priors_for(self, feature_sizes: list[tuple[int, int]]) -> torch.Tensor:

@@ -346,6 +346,12 @@ def release_clip(clip_id: int, *, held: str, back_to: str) -> None:
     Clip.objects.filter(pk=clip_id, status=held).update(status=back_to, claimed_until=None)
 
 
+def extend_claim(clip_id: int, status: str) -> None:
+    """Push a live claim's lease forward while long work goes on (so no other worker takes it over)."""
+    lease = timezone.now() + timedelta(seconds=settings.SYNCMOS_JOB_LEASE_SECONDS)
+    Clip.objects.filter(pk=clip_id, status=status).update(claimed_until=lease)
+
+
 def mark_rendered(clip_id: int, worker: str) -> bool:
     """Record the raw frames; False if the clip is no longer ours (another worker took over)."""
     return bool(Clip.objects.filter(pk=clip_id, status=Clip.RENDERING).update(

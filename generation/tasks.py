@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from generation import media, render, services, weights
@@ -59,7 +60,7 @@ def render_raw_clip(self, clip_id: int) -> None:
     if clip is None or not _claimed(self, clip, Clip.PENDING, Clip.RENDERING):
         return
     try:
-        render.render(services.render_request(clip))
+        render.render(services.render_request(clip), heartbeat=lambda: services.extend_claim(clip_id, Clip.RENDERING))
     except TRANSIENT_ERRORS as exc:
         _retry_or_fail(self, clip, exc, held=Clip.RENDERING, back_to=Clip.PENDING)
     except Exception as exc:
@@ -94,6 +95,12 @@ def _claimed(task, clip: Clip, from_status: str, to_status: str) -> bool:
         raise task.retry(countdown=clip.lease_left() + 1, max_retries=None)
     if outcome == Clip.BUSY:
         log.warning("clip %s is claimed by another process until %s; leaving it", clip.pk, clip.claimed_until)
+    if outcome == Clip.CLAIMED and clip.attempts > settings.SYNCMOS_MAX_CLIP_CLAIMS:
+        # Claimed that often, the clip keeps taking its worker down (out of memory, a native crash):
+        # stop handing it out, so one bad input cannot kill worker after worker.
+        _fail(clip, render.RenderError(f"workers stopped {clip.attempts - 1} times while making this clip "
+                                       "(out of memory or a crash?); not retried again"))
+        return False
     return outcome == Clip.CLAIMED
 
 

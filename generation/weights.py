@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from generation import nets
+from generation import media, nets
 
 LAYOUT_OFFICIAL = "official"
 LAYOUT_SYNCMOS = "syncmos"
@@ -99,23 +99,15 @@ def is_installed(spec: WeightsSpec) -> bool:
     return resolve_path(spec.filename).is_file()
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_checkpoint(path: Path) -> dict:
     """The raw contents of a weight file, loaded without executing any pickled code."""
     if not path.is_file():
         raise WeightsMissingError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path), device="cpu"))
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path), device="cpu"))
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file, or one that needs arbitrary code to unpickle
         raise WeightsMismatchError(f"{path.name} is not a loadable PyTorch checkpoint: {exc}") from exc
@@ -125,6 +117,8 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def _strict_load(model: nn.Module, state_dict: dict, *, what: str, architecture: str) -> None:
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise WeightsMismatchError(f"{what} does not hold a state dict of tensors")
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -153,9 +147,10 @@ def build_and_load(path: Path, *, architecture: str, layout: str, config: str | 
         raise WeightsMissingError(
             f"checkpoint file not found: {path}. syncmos never downloads weights; install the file there."
         )
-    if sha256 and sha256_of(path) != sha256:
+    if sha256 and media.sha256_file(path) != sha256:
         raise WeightsMismatchError(f"{path.name} has another sha256 than registered ({sha256[:12]}…): wrong or damaged file")
     contents = read_checkpoint(path)
+    arch = nets.get_architecture(architecture)
     if layout == LAYOUT_SYNCMOS:
         if contents.get("format") != SYNCMOS_FORMAT:
             raise WeightsMismatchError(f"{path.name} is not a syncmos checkpoint (no format {SYNCMOS_FORMAT!r})")
@@ -164,14 +159,18 @@ def build_and_load(path: Path, *, architecture: str, layout: str, config: str | 
                 f"{path.name} is a {contents.get('architecture')!r} checkpoint, not {architecture!r}"
             )
         config = contents.get("config", config)
-        state_dict = contents["state_dict"]
+        state_dict = contents.get("state_dict")
     else:
-        remap = nets.get_architecture(architecture).remap_official
-        if remap is None:
+        if arch.remap_official is None:
             raise WeightsMismatchError(f"the {architecture!r} architecture has no official checkpoint layout")
-        state_dict = remap(contents)
-    arch = nets.get_architecture(architecture)
-    model = arch.build_generator(arch.config(config))
+        try:
+            state_dict = arch.remap_official(contents)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise WeightsMismatchError(f"{path.name} is not in the authors' {architecture} layout: {exc}") from exc
+    try:
+        model = arch.build_generator(arch.config(config))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsMismatchError(f"{path.name}: its {architecture} config is not usable: {exc}") from exc
     _strict_load(model, state_dict, what=path.name, architecture=architecture)
     return model.to(device=device, dtype=dtype).eval()
 
@@ -187,12 +186,25 @@ def load_registered(name: str, *, device: str | torch.device = "cpu") -> nn.Modu
                           config=spec.config, sha256=spec.sha256, device=device)
 
 
-@functools.lru_cache(maxsize=4)
-def cached_generator(path: str, architecture: str, layout: str, config_key: str, sha256: str, device: str) -> nn.Module:
-    """Workers render many clips with one model: load it once per process (small LRU)."""
-    import json
+def load_cached(path: Path, *, architecture: str, layout: str, config: str | dict = "default", sha256: str = "",
+                device: str = "cpu") -> nn.Module:
+    """:func:`build_and_load`, but a worker keeps the last few models it loaded (it renders many clips
+    with one). The file's size and modification time are part of the key, so a checkpoint replaced on
+    disk is loaded (and its sha256 checked) again."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise WeightsMissingError(
+            f"checkpoint file not found: {path}. syncmos never downloads weights; install the file there."
+        ) from None
+    return _cached(str(path), stat.st_size, stat.st_mtime_ns, architecture, layout,
+                   json.dumps(config, sort_keys=True), sha256, device)
 
-    return build_and_load(Path(path), architecture=architecture, layout=layout, config=json.loads(config_key),
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str, size: int, mtime_ns: int, architecture: str, layout: str, config_json: str, sha256: str,
+            device: str) -> nn.Module:
+    return build_and_load(Path(path), architecture=architecture, layout=layout, config=json.loads(config_json),
                           sha256=sha256, device=device)
 
 

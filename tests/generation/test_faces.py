@@ -76,3 +76,9 @@ def test_it_feathers_the_paste_towards_the_box_edges():
     assert out[29, 50, 0] == 0 and out[50, 71, 0] == 0  # nothing outside the box changes
     mask = faces.feather_mask(40, 40, 8)
     assert mask.shape == (40, 40, 1) and mask.max() == 1 and mask.min() > 0
+
+
+def test_it_smooths_fewer_boxes_than_the_window_exactly_as_the_original_slice_does():
+    boxes = np.array([[10, 0, 20, 0], [20, 0, 30, 0], [40, 0, 50, 0]])
+    # boxes[3 − 5:] is boxes[-2:] in Python: the last two, not all three.
+    assert faces.smooth_boxes(boxes, window=5)[:, 0].tolist() == [30, 30, 35]

@@ -50,11 +50,11 @@ def test_it_retries_a_database_hiccup_and_then_finishes(corpus_items, monkeypatc
     real_render = render.render
     calls = []
 
-    def flaky_render(request):
+    def flaky_render(request, **kwargs):
         calls.append(request)
         if len(calls) == 1:
             raise OperationalError("server closed the connection unexpectedly")
-        return real_render(request)
+        return real_render(request, **kwargs)
 
     monkeypatch.setattr(render, "render", flaky_render)
     job = _run(conditions, sources)
@@ -117,3 +117,36 @@ def test_it_comes_back_later_when_a_redelivered_task_finds_the_clip_still_claime
     with pytest.raises(Retry):
         _claimed(worker_task, Clip.objects.get(pk=clip.pk), Clip.PENDING, Clip.RENDERING)
     assert 14 * 60 < asked["countdown"] <= 15 * 60 + 1 and asked["max_retries"] is None
+
+
+def test_it_stops_handing_out_a_clip_that_keeps_killing_its_workers(corpus_items, settings):
+    from types import SimpleNamespace
+
+    from generation.tasks import _claimed
+
+    settings.SYNCMOS_MAX_CLIP_CLAIMS = 3
+    sources = services.register_corpus_items(corpus_items[:1])
+    conditions = services.get_or_create_conditions([{"name": "Hidden reference", "kind": "reference"}])
+    job = services.create_job(conditions, sources)
+    clip_id = services.plan_clips(job).to_render[0]
+    Clip.objects.filter(pk=clip_id).update(attempts=3)  # three workers died holding it
+    task = SimpleNamespace(request=SimpleNamespace(is_eager=False), retry=None)
+    assert _claimed(task, Clip.objects.get(pk=clip_id), Clip.PENDING, Clip.RENDERING) is False
+    clip = Clip.objects.get(pk=clip_id)
+    assert clip.status == Clip.FAILED and "workers stopped 3 times" in clip.error
+
+
+def test_it_keeps_extending_its_claim_during_a_long_render(corpus_items):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    sources = services.register_corpus_items(corpus_items[:1])
+    conditions = services.get_or_create_conditions([{"name": "Hidden reference", "kind": "reference"}])
+    clip_id = services.plan_clips(services.create_job(conditions, sources)).to_render[0]
+    Clip.objects.filter(pk=clip_id).update(status=Clip.RENDERING, claimed_until=timezone.now() + timedelta(seconds=5))
+    services.extend_claim(clip_id, Clip.RENDERING)
+    assert Clip.objects.get(pk=clip_id).lease_left() > 14 * 60
+    Clip.objects.filter(pk=clip_id).update(status=Clip.RENDERED, claimed_until=None)
+    services.extend_claim(clip_id, Clip.RENDERING)  # not ours any more: left alone
+    assert Clip.objects.get(pk=clip_id).claimed_until is None

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from generation import nets, weights
+from generation import media, nets, weights
 from generation.weights import WeightsMismatchError, WeightsMissingError
 
 
@@ -77,7 +77,7 @@ def test_it_checks_the_registered_sha256(weights_dir):
     with pytest.raises(WeightsMismatchError, match="sha256"):
         weights.build_and_load(path, architecture="wav2lip", layout=weights.LAYOUT_SYNCMOS, sha256="0" * 64)
     assert weights.build_and_load(path, architecture="wav2lip", layout=weights.LAYOUT_SYNCMOS,
-                                  sha256=weights.sha256_of(path)) is not None
+                                  sha256=media.sha256_file(path)) is not None
 
 
 def test_it_never_unpickles_code_from_a_weight_file(weights_dir):
@@ -102,9 +102,35 @@ def test_it_reads_safetensors_files(weights_dir):
         assert torch.equal(model(*_inputs(model)), loaded(*_inputs(loaded)))
 
 
-def test_it_keeps_one_loaded_model_per_file_in_a_worker(weights_dir):
+def test_it_keeps_one_loaded_model_per_file_in_a_worker_until_the_file_changes(weights_dir):
+    import os
+
     model, config = _tiny()
     path = weights.save_checkpoint(weights_dir / "tiny.pth", model, architecture="wav2lip", config=config)
-    first = weights.cached_generator(str(path), "wav2lip", weights.LAYOUT_SYNCMOS, '"default"', "", "cpu")
-    again = weights.cached_generator(str(path), "wav2lip", weights.LAYOUT_SYNCMOS, '"default"', "", "cpu")
-    assert first is again
+    first = weights.load_cached(path, architecture="wav2lip", layout=weights.LAYOUT_SYNCMOS)
+    assert weights.load_cached(path, architecture="wav2lip", layout=weights.LAYOUT_SYNCMOS) is first
+    other, _ = _tiny(seed=5)
+    weights.save_checkpoint(path, other, architecture="wav2lip", config=config)
+    os.utime(path, ns=(1, 10**18))  # a new modification time even on coarse clocks
+    replaced = weights.load_cached(path, architecture="wav2lip", layout=weights.LAYOUT_SYNCMOS)
+    assert replaced is not first
+    with torch.inference_mode():
+        assert torch.equal(other(*_inputs(other)), replaced(*_inputs(replaced)))
+
+
+@pytest.mark.parametrize("contents", [
+    {"format": weights.SYNCMOS_FORMAT, "architecture": "wav2lip", "config": {}},  # no state dict
+    {"format": weights.SYNCMOS_FORMAT, "architecture": "wav2lip", "config": {"no_such_field": 1}, "state_dict": {}},
+    {"format": weights.SYNCMOS_FORMAT, "architecture": "wav2lip", "config": {},
+     "state_dict": {"face_encoder_blocks.0.0.conv_block.0.weight": {"nested": 1}}},
+])
+def test_it_explains_a_malformed_syncmos_checkpoint(weights_dir, contents):
+    torch.save(contents, weights_dir / "bad.pth")
+    with pytest.raises(WeightsMismatchError, match="bad.pth"):
+        weights.build_and_load(weights_dir / "bad.pth", architecture="wav2lip", layout=weights.LAYOUT_SYNCMOS)
+
+
+def test_it_explains_a_damaged_safetensors_file(weights_dir):
+    (weights_dir / "w.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(WeightsMismatchError, match="w.safetensors"):
+        weights.build_and_load(weights_dir / "w.safetensors", architecture="wav2lip", layout=weights.LAYOUT_OFFICIAL)

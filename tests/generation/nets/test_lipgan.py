@@ -127,7 +127,8 @@ def test_it_has_49_543_123_parameters_not_the_papers_37_087_763(default_generato
 
     None matches; the residual port is closest (and is the repo's ``--model residual`` default). Nor does
     changing the number of residual blocks per stage (every combination of up to ~12 blocks per width was
-    searched, with and without conv biases / BatchNorm / the dead layer) give 37,087,763 with a plausible
+    searched with a throwaway script during development — not re-run here —, with and without conv
+    biases / BatchNorm / the dead layer) give 37,087,763 with a plausible
     layout, nor does any single or double kernel-size change of a layer. Dropping the decoder's eight
     residual blocks (-12,543,232) comes closest at 36,999,891 (-87,872), and 87,872 = 2^6 * 1373 is not the
     size of any LipGAN layer. So the paper's PyTorch port differs from LipGAN's generator in a way the paper
