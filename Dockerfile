@@ -16,7 +16,8 @@ COPY manage.py ./
 # TORCH_INDEX selects the build: the CPU wheels by default, a CUDA index for worker-gpu images.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --no-cache-dir -c constraints.txt --extra-index-url "$TORCH_INDEX" torch==2.13.0 \
- && pip install --no-cache-dir -c constraints.txt .
+ && pip install --no-cache-dir -c constraints.txt . \
+ && pip install --no-cache-dir -c constraints.txt --no-deps lpips  # LPIPS heads only; --no-deps keeps torchvision out
 RUN SECRET_KEY=build DATABASE_URL=sqlite:////tmp/build.sqlite3 python manage.py collectstatic --noinput
 
 RUN useradd --create-home --uid 1000 syncmos && mkdir -p /data/media /data/weights && chown -R syncmos /data /app

@@ -15,7 +15,14 @@ DEMO_ENV := DEBUG=1 SECRET_KEY=demo-not-secret SYNCMOS_DEMO_HOST=$(DEMO_HOST) SY
 bench: install
 	$(PY) benchmarks/bench_models.py
 
-.PHONY: demo test bench install system-deps services services-stop worker-gpu worker-cpu web clean
+# Retrain the committed tiny demo weights (demo/weights/) from scratch: corpus, then every stage, fixed seeds.
+demo-weights: install
+	$(DEMO_ENV) $(PY) manage.py train_demo_weights
+
+bench-training: install
+	$(PY) benchmarks/bench_training.py
+
+.PHONY: demo demo-weights bench-training test bench install system-deps services services-stop worker-gpu worker-cpu web clean
 
 demo: install
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput
@@ -40,6 +47,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# CPU wheel is configured for pip, use TORCH_INDEX=https://download.pytorch.org/whl/cpu.
 	$(PY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# lpips only for the LPIPS heads it ships (weights/v0.1/*.pth; generation/perceptual_weights.py reads them
+	# without importing the package). Its metadata requires torchvision, which would pull a CUDA torch, so it
+	# is installed on its own with --no-deps (version pinned in constraints.txt) and is not in pyproject.toml.
+	$(PY) -m pip install -q -c constraints.txt --no-deps lpips
 	touch $(STAMP)
 
 # The deployment topology as plain processes (docker-compose.yml runs the same commands).

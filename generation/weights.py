@@ -79,6 +79,26 @@ register(WeightsSpec(
 ))
 
 
+def _register_demo_weights() -> None:
+    """The tiny demo weights trained on the synthetic corpus (``make demo-weights``), committed in demo/weights/."""
+    from generation.training import demo
+
+    for entry in demo.manifest_entries():
+        register(WeightsSpec(
+            name=entry["name"],
+            architecture=entry["architecture"],
+            filename=str(demo.WEIGHTS_DIR / entry["file"]),
+            layout=LAYOUT_SYNCMOS,
+            sha256=entry["sha256"],
+            source=f"this repository (demo/weights/, made by `{entry['command']}`)",
+            description=(f"tiny {entry['architecture']} trained on the synthetic corpus for the demo "
+                         f"({entry['iterations']} iterations, {entry['config']}); not a published model"),
+        ))
+
+
+_register_demo_weights()
+
+
 def weights_dir() -> Path:
     return Path(os.environ.get("SYNCMOS_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "var" / "weights"))
 
@@ -116,7 +136,7 @@ def read_checkpoint(path: Path) -> dict:
     return contents
 
 
-def _strict_load(model: nn.Module, state_dict: dict, *, what: str, architecture: str) -> None:
+def strict_load(model: nn.Module, state_dict: dict, *, what: str, architecture: str) -> None:
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise WeightsMismatchError(f"{what} does not hold a state dict of tensors")
     own = model.state_dict()
@@ -171,7 +191,7 @@ def build_and_load(path: Path, *, architecture: str, layout: str, config: str | 
         model = arch.build_generator(arch.config(config))
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsMismatchError(f"{path.name}: its {architecture} config is not usable: {exc}") from exc
-    _strict_load(model, state_dict, what=path.name, architecture=architecture)
+    strict_load(model, state_dict, what=path.name, architecture=architecture)
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -33,3 +33,17 @@ def pytest_sessionfinish(session, exitstatus):
 def clip_files(tmp_path_factory) -> list[ClipFile]:
     """One real 1-second mp4 (H.264 + AAC) per fixture condition, made and probed once per test session."""
     return write_clip_files(tmp_path_factory.mktemp("fixture-clips"))
+
+
+@pytest.fixture(scope="session")
+def training_corpus(tmp_path_factory):
+    """The synthetic corpus preprocessed into Wav2Lip's training layout, once per test session.
+
+    One face (astronaut), one voice, two sentences, 128 px frames: two ~2.2 s videos of about 55 frames.
+    The raw clips stay in ``<root>/corpus``; returns the root (generation.training.preprocess.corpus_dataset).
+    """
+    from generation import corpus
+    from generation.training import preprocess
+
+    config = corpus.CorpusConfig(faces=("astronaut",), voices=("en-us",), sentences_per_voice=2, size=128, seed=3)
+    return preprocess.corpus_dataset(tmp_path_factory.mktemp("training-corpus"), config)
