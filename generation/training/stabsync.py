@@ -56,9 +56,15 @@ class _StabSyncStage(Family):
                               f"({syncnet.config.audio_config}) than this model config needs "
                               f"({self.model_config.audio_config}); train AVSyncNet with the matching config")
         self.syncnet = self.freeze("avsyncnet", syncnet)
-        self.vgg = self.freeze("vgg19", perceptual.vgg19_features(VGG_LAYERS, backbone=self.options["perceptual_backbone"]))
+        self.vgg = None
+        if self.uses_vgg():  # a recipe that weights both VGG terms 0 never pays for VGG-19
+            self.vgg = self.freeze("vgg19", perceptual.vgg19_features(VGG_LAYERS,
+                                                                      backbone=self.options["perceptual_backbone"]))
         self.modules["discriminator"] = stabsync_net.StabSyncDiscriminator(self.model_config).to(device)
         self.optimizers["discriminator"] = self.adam(self.modules["discriminator"].parameters(), BETAS)
+
+    def uses_vgg(self) -> bool:
+        return self.options["perceptual_weight"] > 0 or self.options.get("triplet_weight", 0) > 0
 
     def window_spec(self) -> WindowSpec:
         c = self.model_config
@@ -71,6 +77,8 @@ class _StabSyncStage(Family):
 
     def perceptual_loss(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Eq. (1): Σ c_i ‖VGG_i(I') − VGG_i(I^GT)‖_1 (mean absolute difference per layer)."""
+        if self.options["perceptual_weight"] == 0:
+            return generated.new_zeros(())
         fake_features, true_features = self.vgg_features(generated), self.vgg_features(target)
         return sum(c * F.l1_loss(f, t.detach()) for c, f, t in zip(VGG_WEIGHTS, fake_features, true_features))
 
@@ -180,6 +188,8 @@ class TalkingFaceGeneratorFamily(_StabSyncStage):
             y = self.lip_similarity(out["target"], mel)
             d = self.lip_similarity(out["silent_reference"], mel)
         l_ss = stabsync_net.stabilized_sync_loss(x, y, d)
+        if self.options["triplet_weight"] == 0:
+            return l_ss, x.new_zeros(())
         # L_at on each frame's VGG-19 features (all five layers, flattened and concatenated per frame)
         flat = lambda faces: torch.cat([t.flatten(1) for t in self.vgg_features(faces)], dim=1)  # noqa: E731
         with torch.no_grad():
