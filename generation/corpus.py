@@ -1217,7 +1217,7 @@ def _write_item(out_dir: Path, config: CorpusConfig, identity: str, voice: str, 
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "seed": config.seed,
-        "config": _jsonable(dataclasses.asdict(config)),
+        "config": jsonable(dataclasses.asdict(config)),
         "voice": voice,
         "words": list(words),
         "text": text,
@@ -1249,10 +1249,10 @@ def _write_item(out_dir: Path, config: CorpusConfig, identity: str, voice: str, 
                       mouth_open=mouth_open, mouth_width=mouth_width, provenance=provenance)
 
 
-def _jsonable(value):
+def jsonable(value):
     """Tuples to lists, so the provenance dict equals what reading its JSON file back gives."""
     if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
+        return {key: jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
+        return [jsonable(item) for item in value]
     return value

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from generation.nets.vgg import ImageNetNormalize, check_image_batch, run_taps, tap_indices
+from generation.nets.vgg import ImageNetNormalize, TappedBackbone, tap_indices
 
 # (kernel, stride, padding) of conv1..conv5; tied to the released weights' geometry, so not config fields.
 CONV_GEOMETRY = ((11, 4, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1))
@@ -93,13 +93,15 @@ def build_features(config: AlexNetConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class AlexNet(nn.Module):
+class AlexNet(TappedBackbone):
     """AlexNet (torchvision layout) returning the activations at named taps.
 
     forward(x (N, 3, H, W) RGB in [0, 1]) -> {tap: (N, C, h, w)} in the order of ``taps``; for a 224x224 input
     relu1 (N, 64, 55, 55), relu2 (N, 192, 27, 27), relu3 (N, 384, 13, 13), relu4 (N, 256, 13, 13),
     relu5 (N, 256, 13, 13). Parameters as :class:`generation.nets.vgg.VGG` (taps from :data:`LAYER_NAMES`).
     """
+
+    net_name = "AlexNet"
 
     def __init__(self, config: AlexNetConfig = ALEXNET, *, taps: tuple[str, ...] | None = None,
                  normalize_input: bool = True, classifier: bool = False):
@@ -124,18 +126,6 @@ class AlexNet(nn.Module):
         else:
             self.avgpool = None
             self.classifier = None
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        check_image_batch(x, "AlexNet")
-        return run_taps(self.features, self.normalize(x), self._tap_indices)
-
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> (N, num_classes) ImageNet logits (needs ``classifier=True``)."""
-        if self.classifier is None:
-            raise RuntimeError("this AlexNet was built without its classifier (classifier=False)")
-        check_image_batch(x, "AlexNet")
-        x = self.avgpool(self.features(self.normalize(x)))  # (N, C5, 6, 6)
-        return self.classifier(torch.flatten(x, 1))
 
 
 def build_alexnet(config: AlexNetConfig = ALEXNET, **kwargs) -> AlexNet:

@@ -156,7 +156,27 @@ def run_taps(features: nn.Sequential, x: torch.Tensor, indices: dict[str, int]) 
     return {name: found[name] for name in indices}
 
 
-class VGG(nn.Module):
+class TappedBackbone(nn.Module):
+    """What VGG and AlexNet share: ``forward`` returns the activations at the named taps, ``classify`` the
+    ImageNet logits (when built with the classifier). Subclasses set ``features``, ``normalize``, ``avgpool``,
+    ``classifier`` and ``_tap_indices``."""
+
+    net_name = "backbone"
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_image_batch(x, self.net_name)
+        return run_taps(self.features, self.normalize(x), self._tap_indices)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, num_classes) ImageNet logits (needs ``classifier=True``)."""
+        if self.classifier is None:
+            raise RuntimeError(f"this {self.net_name} was built without its classifier (classifier=False)")
+        check_image_batch(x, self.net_name)
+        x = self.avgpool(self.features(self.normalize(x)))  # (N, C5, pool, pool)
+        return self.classifier(torch.flatten(x, 1))
+
+
+class VGG(TappedBackbone):
     """VGG-16/19 (torchvision layout) returning the activations at named taps.
 
     forward(x (N, 3, H, W) RGB in [0, 1]) -> {tap: (N, C, h, w)}, in the order of ``taps``; e.g. for vgg19 and a
@@ -179,6 +199,8 @@ class VGG(nn.Module):
         Apply torchvision's initialisation (default). Pass False when released weights replace it anyway, as
         torchvision does for ``pretrained=True``.
     """
+
+    net_name = "VGG"
 
     def __init__(self, config: VGGConfig = VGG16, *, taps: tuple[str, ...] | None = None,
                  normalize_input: bool = True, classifier: bool = False, init_weights: bool = True):
@@ -215,18 +237,6 @@ class VGG(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        check_image_batch(x, "VGG")
-        return run_taps(self.features, self.normalize(x), self._tap_indices)
-
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> (N, num_classes) ImageNet logits (needs ``classifier=True``)."""
-        if self.classifier is None:
-            raise RuntimeError("this VGG was built without its classifier (classifier=False)")
-        check_image_batch(x, "VGG")
-        x = self.avgpool(self.features(self.normalize(x)))  # (N, C5, 7, 7)
-        return self.classifier(torch.flatten(x, 1))
 
 
 def build_vgg(config: VGGConfig = VGG16, **kwargs) -> VGG:

@@ -327,8 +327,8 @@ def corpus_dataset(root: str | os.PathLike, config: corpus.CorpusConfig = corpus
     """
     root = Path(root)
     preprocess_config = dataclasses.replace(preprocess_config, fps=config.fps)
-    record = {"corpus": _jsonable(dataclasses.asdict(config)),
-              "preprocess": _jsonable(dataclasses.asdict(preprocess_config))}
+    record = {"corpus": corpus.jsonable(dataclasses.asdict(config)),
+              "preprocess": corpus.jsonable(dataclasses.asdict(preprocess_config))}
     marker = root / CORPUS_MARKER
     if (marker.is_file() and (root / FILELISTS / "train.txt").is_file()
             and json.loads(marker.read_text()) == record):
@@ -343,10 +343,3 @@ def corpus_dataset(root: str | os.PathLike, config: corpus.CorpusConfig = corpus
         marker.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return root
 
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    return value
