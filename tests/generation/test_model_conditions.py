@@ -155,8 +155,8 @@ def test_it_fills_a_registered_checkpoint_row_from_the_registry(weights_dir):
 
 def test_it_turns_every_installed_registered_checkpoint_into_a_model_condition(weights_dir, monkeypatch):
     spec = weights.WeightsSpec(name="demo_tiny_wav2lip", architecture="wav2lip", filename="demo_tiny.pth")
-    monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
-    assert services.installed_model_conditions() == []  # nothing installed yet (official files absent too)
+    monkeypatch.setattr(weights, "REGISTRY", {spec.name: spec})  # only this spec (not the committed demo weights)
+    assert services.installed_model_conditions() == []  # not installed yet
     _tiny_checkpoint(weights_dir, "wav2lip", "demo_tiny.pth")
     conditions = services.installed_model_conditions()
     assert [(c.name, c.kind, c.architecture, c.checkpoint.registry_name) for c in conditions] == [
