@@ -29,7 +29,7 @@ from torch import nn
 
 from generation import audio as audio_features
 from generation import faces
-from generation.nets import MASKED_FIRST, InputSpec
+from generation.nets import InputSpec, face_input
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +184,7 @@ class LipSyncPipeline:
         if self.spec.color == "BGR":
             crops = crops[..., ::-1]
         reference = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S)
-        masked = reference.clone()
-        masked[:, :, self.spec.face_size // 2:] = 0  # the lower half, where the mouth is generated
-        halves = (masked, reference) if self.spec.face_order == MASKED_FIRST else (reference, masked)
-        return torch.cat(halves, dim=1)  # (B, 6, S, S)
+        return face_input(reference, reference, self.spec.face_order)  # (B, 6, S, S)
 
     def _generate(self, frames, source_index, boxes, chunks, timings, on_batch) -> np.ndarray:
         """Generated faces (T_out, S, S, 3) uint8 RGB; crops are cut per batch, never for the whole video."""

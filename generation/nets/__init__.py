@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 MASKED_FIRST = "masked_first"  # Wav2Lip: [masked target, reference]
@@ -77,6 +78,21 @@ class Architecture:
         # Stored configs come back from JSON with lists where the dataclass holds tuples.
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in name_or_overrides.items()}
         return dataclasses.replace(base, **values)
+
+
+def mask_lower_half(faces: torch.Tensor) -> torch.Tensor:
+    """A copy of (..., S, S) faces with rows S//2.. zeroed: the masked target whose mouth a generator fills in."""
+    masked = faces.clone()
+    masked[..., faces.shape[-2] // 2:, :] = 0
+    return masked
+
+
+def face_input(target: torch.Tensor, reference: torch.Tensor, face_order: str) -> torch.Tensor:
+    """The 6-channel face input of the contract: (N, 3, S, S) target and reference -> (N, 6, S, S), the masked
+    target and the reference stacked in ``face_order``."""
+    masked = mask_lower_half(target)
+    halves = (masked, reference) if face_order == MASKED_FIRST else (reference, masked)
+    return torch.cat(halves, dim=1)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}

@@ -84,6 +84,7 @@ import torch
 from torch import nn
 
 from generation.nets import MASKED_FIRST, Architecture, InputSpec, register
+from generation.nets.wav2lip import check_generator_inputs
 
 FACE_SIZE = 96
 NUM_MELS = 80
@@ -482,7 +483,7 @@ class AttnWav2Lip(nn.Module):
         return self.audio_encoder(mel)
 
     def forward(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-        _check_inputs(mel, faces)
+        check_generator_inputs(mel, faces)  # same 96x96 faces and 80x16 mel window as Wav2Lip
         audio = self.encode_audio(mel)  # (B, 256, 6, 6)
 
         skips = []  # (B, 16, 96, 96), (B, 32, 48, 48), (B, 64, 24, 24), (B, 128, 12, 12), (B, 256, 6, 6)
@@ -500,15 +501,6 @@ class AttnWav2Lip(nn.Module):
             x = torch.cat((x, skips.pop()), dim=1)  # (B, dec_d + enc_{3-d}, 2s, 2s)
 
         return self.output_block(x)  # (B, 3, 96, 96) in [0, 1], BGR
-
-
-def _check_inputs(mel: torch.Tensor, faces: torch.Tensor) -> None:
-    if mel.dim() != 4 or tuple(mel.shape[1:]) != (1, NUM_MELS, MEL_FRAMES):
-        raise ValueError(f"mel must be (B, 1, {NUM_MELS}, {MEL_FRAMES}), got {tuple(mel.shape)}")
-    if faces.dim() != 4 or tuple(faces.shape[1:]) != (6, FACE_SIZE, FACE_SIZE):
-        raise ValueError(f"faces must be (B, 6, {FACE_SIZE}, {FACE_SIZE}), got {tuple(faces.shape)}")
-    if mel.shape[0] != faces.shape[0]:
-        raise ValueError(f"mel and faces have different batch sizes: {mel.shape[0]} and {faces.shape[0]}")
 
 
 def build_attn_wav2lip(config: AttnWav2LipConfig = ATTN_WAV2LIP_DEFAULT) -> AttnWav2Lip:

@@ -71,8 +71,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from generation.nets import MASKED_FIRST, Architecture, InputSpec, register
+from generation.nets import MASKED_FIRST, Architecture, InputSpec, mask_lower_half, register
 from generation.nets.avsyncnet import AVSYNCNET_TINY, AudioEncoder, AudioEncoderConfig
+from generation.nets.wav2lip import fold_time, unfold_time
 
 # The mel of digital silence under Wav2Lip's normalisation (see the module docstring): every bin clips to -4.
 SILENT_MEL_VALUE = -4.0
@@ -294,13 +295,6 @@ class TalkingFaceGenerator(nn.Module):
         return self.output_block(x)  # (B, 3, S, S) in [0, 1]
 
 
-def mask_lower_half(faces: torch.Tensor) -> torch.Tensor:
-    """Zero rows S//2.. of (..., S, S) faces: the pose reference the pipeline builds from a target frame."""
-    masked = faces.clone()
-    masked[..., faces.shape[-2] // 2:, :] = 0
-    return masked
-
-
 def silent_mel_window(batch: int, config: StabSyncConfig = STABSYNC_DEFAULT, *, device=None,
                       dtype=torch.float32) -> torch.Tensor:
     """The mel window of digital silence, (batch, 1, 80, 16), every value ``config.silent_mel_value`` (-4)."""
@@ -376,15 +370,15 @@ class StabSyncModel(nn.Module):
             if mel.dim() != 5 or mel.shape[1] != faces.shape[2]:
                 raise ValueError(f"with a time axis, mel must be (B, T, 1, 80, 16) and faces (B, 6, T, S, S); "
                                  f"got {tuple(mel.shape)} and {tuple(faces.shape)}")
-            mel = _fold_time(mel, 1)  # (B, T, 1, 80, 16) -> (T*B, 1, 80, 16)
-            faces = _fold_time(faces, 2)  # (B, 6, T, S, S) -> (T*B, 6, S, S)
+            mel = fold_time(mel, 1)  # (B, T, 1, 80, 16) -> (T*B, 1, 80, 16)
+            faces = fold_time(faces, 2)  # (B, 6, T, S, S) -> (T*B, 6, S, S)
         self._check_inputs(mel, faces)
 
         masked_target, reference = faces[:, :3], faces[:, 3:]  # (N, 3, S, S) each, MASKED_FIRST
         silent_reference = self.silent_identity(reference, masked_target)  # (N, 3, S, S)
         frames = self.g_talking(self.encode_audio(mel), silent_reference, masked_target)  # (N, 3, S, S)
         if with_time:
-            frames = _unfold_time(frames, batch, 2)  # (T*B, 3, S, S) -> (B, 3, T, S, S)
+            frames = unfold_time(frames, batch, 2)  # (T*B, 3, S, S) -> (B, 3, T, S, S)
         return frames
 
     def _check_inputs(self, mel: torch.Tensor, faces: torch.Tensor) -> None:
@@ -395,18 +389,6 @@ class StabSyncModel(nn.Module):
             raise ValueError(f"faces must be (B, 6, {c.face_size}, {c.face_size}), got {tuple(faces.shape)}")
         if mel.shape[0] != faces.shape[0]:
             raise ValueError(f"mel and faces have different batch sizes: {mel.shape[0]} and {faces.shape[0]}")
-
-
-def _fold_time(x: torch.Tensor, time_dim: int) -> torch.Tensor:
-    """(B, ..., T at ``time_dim``, ...) -> (T*B, ...), time-major (row t*B + b), as Wav2Lip folds sequences."""
-    x = x.movedim(time_dim, 0)  # (T, B, ...)
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # (T*B, ...)
-
-
-def _unfold_time(x: torch.Tensor, batch: int, time_dim: int) -> torch.Tensor:
-    """(T*B, ...) time-major -> (B, ..., T at ``time_dim``, ...)."""
-    x = x.reshape(-1, batch, *x.shape[1:])  # (T, B, ...)
-    return x.movedim(0, time_dim)
 
 
 def build_stabsync(config: StabSyncConfig = STABSYNC_DEFAULT) -> StabSyncModel:
@@ -446,7 +428,7 @@ class StabSyncDiscriminator(nn.Module):
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         if faces.dim() == 5:
-            faces = _fold_time(faces, 2)  # (B, 3, T, S, S) -> (T*B, 3, S, S)
+            faces = fold_time(faces, 2)  # (B, 3, T, S, S) -> (T*B, 3, S, S)
         s = self.config.face_size
         if faces.dim() != 4 or tuple(faces.shape[1:]) != (3, s, s):
             raise ValueError(f"faces must be (N, 3, {s}, {s}) or (B, 3, T, {s}, {s}), got {tuple(faces.shape)}")

@@ -246,7 +246,7 @@ class Wav2Lip(nn.Module):
                                  f"got {tuple(mel.shape)} and {tuple(faces.shape)}")
             mel = fold_time(mel, 1)  # (B, T, 1, 80, 16) -> (T*B, 1, 80, 16)
             faces = fold_time(faces, 2)  # (B, 6, T, 96, 96) -> (T*B, 6, 96, 96)
-        _check_inputs(mel, faces)
+        check_generator_inputs(mel, faces)
 
         audio_embedding = self.audio_encoder(mel)  # (N, 512, 1, 1)
 
@@ -267,7 +267,7 @@ class Wav2Lip(nn.Module):
         return x
 
 
-def _check_inputs(mel: torch.Tensor, faces: torch.Tensor) -> None:
+def check_generator_inputs(mel: torch.Tensor, faces: torch.Tensor) -> None:
     if mel.dim() != 4 or tuple(mel.shape[1:]) != (1, NUM_MELS, MEL_FRAMES):
         raise ValueError(f"mel must be (B, 1, {NUM_MELS}, {MEL_FRAMES}), got {tuple(mel.shape)}")
     if faces.dim() != 4 or tuple(faces.shape[1:]) != (6, FACE_SIZE, FACE_SIZE):

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from generation import audio as audio_features
-from generation.nets import MASKED_FIRST, REFERENCE_FIRST
+from generation.nets import MASKED_FIRST, REFERENCE_FIRST, face_input, mask_lower_half
 
 log = logging.getLogger(__name__)
 
@@ -526,9 +526,7 @@ def _ranges(indices: np.ndarray) -> str:
 
 def masked(faces: torch.Tensor) -> torch.Tensor:
     """A copy of (..., 3, S, S) faces with the lower half (rows S//2 …) zeroed: Wav2Lip's masked target."""
-    out = faces.clone()
-    out[..., faces.shape[-2] // 2:, :] = 0
-    return out
+    return mask_lower_half(faces)
 
 
 def generator_input(faces: torch.Tensor, reference: torch.Tensor, face_order: str) -> torch.Tensor:
@@ -550,5 +548,4 @@ def generator_input(faces: torch.Tensor, reference: torch.Tensor, face_order: st
         raise ValueError(f"expected (B, T, 3, S, S) or (B, 3, S, S) faces, got {tuple(faces.shape)}")
     if faces.shape[1] != 3:
         raise ValueError(f"expected 3 colour channels, got {faces.shape[1]}")
-    halves = (masked(faces), reference) if face_order == MASKED_FIRST else (reference, masked(faces))
-    return torch.cat(halves, dim=1)  # (N, 6, S, S)
+    return face_input(faces, reference, face_order)  # (N, 6, S, S)

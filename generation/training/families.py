@@ -107,13 +107,6 @@ def channels_first_in_time(faces: torch.Tensor) -> torch.Tensor:
     return faces.permute(0, 2, 1, 3, 4)
 
 
-def mask_lower_half(faces: torch.Tensor) -> torch.Tensor:
-    """Zero rows S//2.. of (..., S, S): the masked target a generator must fill in (Wav2Lip, LipGAN)."""
-    masked = faces.clone()
-    masked[..., faces.shape[-2] // 2:, :] = 0
-    return masked
-
-
 def image_quality(generated: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """SSIM and PSNR of generated against true faces, (N, 3, S, S) or (B, 3, T, S, S), averaged over frames."""
     if generated.dim() == 5:

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from generation import nets, weights
 from generation.nets import l1wgan_gp as wgan_net
 from generation.nets import lipgan as lipgan_net
-from generation.training.dataset import WindowSpec
-from generation.training.families import (Family, image_quality, mask_lower_half, named_config, register, value)
+from generation.nets import REFERENCE_FIRST
+from generation.training.dataset import WindowSpec, generator_input
+from generation.training.families import Family, image_quality, named_config, register, value
 
 DISCRIMINATOR_CONFIGS = {
     "default": lipgan_net.DISCRIMINATOR_DEFAULT,
@@ -66,7 +67,7 @@ class _LipGANGeneratorFamily(Family):
         target = batch["faces"][:, 0]  # (B, 3, S, S)
         reference = batch["reference"][:, 0]
         mel = batch["frame_mels"][:, 0]  # (B, 1, 80, 27)
-        faces = torch.cat([reference, mask_lower_half(target)], dim=1)  # (B, 6, S, S), reference first
+        faces = generator_input(target, reference, REFERENCE_FIRST)  # (B, 6, S, S), reference first
         return self.modules["generator"](mel, faces), target, mel
 
     def step_generator(self, step: int) -> torch.Generator:

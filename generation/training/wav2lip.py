@@ -25,8 +25,9 @@ from generation import nets, weights
 from generation.nets import wav2lip as wav2lip_net
 from generation.nets import wav2lip_syncnet
 from generation.training import experts
-from generation.training.dataset import WindowSpec
-from generation.training.families import (Family, channels_first_in_time, image_quality, mask_lower_half,
+from generation.nets import MASKED_FIRST
+from generation.training.dataset import WindowSpec, generator_input
+from generation.training.families import (Family, channels_first_in_time, image_quality,
                                           named_config, register, value)
 
 SYNC_SWITCH_THRESHOLD = 0.75  # "if average_sync_loss < .75" in the official eval
@@ -56,8 +57,7 @@ class MaskedGeneratorFamily(Family):
         into the batch), so any generator of the contract works, with or without a time axis of its own."""
         b, t = batch["faces"].shape[:2]
         target = batch["faces"].flatten(0, 1)  # (B*T, 3, S, S), row b*T + t
-        reference = batch["reference"].flatten(0, 1)
-        faces = torch.cat([mask_lower_half(target), reference], dim=1)  # (B*T, 6, S, S), masked first
+        faces = generator_input(batch["faces"], batch["reference"], MASKED_FIRST)  # (B*T, 6, S, S)
         generated = self.modules["generator"](batch["frame_mels"].flatten(0, 1), faces)  # mels (B*T, 1, 80, 16)
         unfold = lambda x: channels_first_in_time(x.view(b, t, *x.shape[1:]))  # noqa: E731  -> (B, 3, T, S, S)
         return unfold(generated), unfold(target)
