@@ -9,9 +9,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from generation import services
+from generation import metric_services, services
 from generation.models import (
-    Audio, Checkpoint, Clip, ClipMetric, Condition, ConditionMetric, GenerationJob, Source,
+    Audio, Checkpoint, Clip, ClipMetric, Condition, ConditionMetric, GenerationJob, MetricRun, Source,
 )
 
 
@@ -63,9 +63,15 @@ class ConditionAdmin(admin.ModelAdmin):
     list_filter = ["kind", "control"]
     search_fields = ["name", "control", "architecture"]
     inlines = [ConditionMetricInline]
+    actions = ["compute_metrics"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_clip_count=Count("clips"))
+
+    @admin.action(description="Compute objective metrics of the selected conditions' clips")
+    def compute_metrics(self, request: HttpRequest, queryset):
+        clips = Clip.objects.filter(condition__in=queryset).select_related("condition", "reference")
+        self.message_user(request, f"Objective metrics: {metric_services.request_metrics(clips)}.", messages.SUCCESS)
 
     @admin.display(description="clips", ordering="_clip_count")
     def clip_count(self, obj: Condition) -> int:
@@ -103,7 +109,12 @@ class ClipAdmin(admin.ModelAdmin):
         "rendered_by", "normalized_by", "created_at", "updated_at", "preview",
     ]
     inlines = [ClipMetricInline]
-    actions = ["add_to_study"]
+    actions = ["add_to_study", "compute_metrics"]
+
+    @admin.action(description="Compute objective metrics of selected clips")
+    def compute_metrics(self, request: HttpRequest, queryset):
+        clips = queryset.select_related("condition", "reference")
+        self.message_user(request, f"Objective metrics: {metric_services.request_metrics(clips)}.", messages.SUCCESS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # clips are made by generation jobs, never typed in
@@ -164,7 +175,12 @@ class GenerationJobAdmin(admin.ModelAdmin):
         "status", "n_total", "n_done", "n_failed", "n_unplanned", "attempts", "error", "created_at", "started_at", "finished_at",
         "clips_link",
     ]
-    actions = ["start_jobs", "retry_failed", "resume_stalled", "make_study"]
+    actions = ["start_jobs", "retry_failed", "resume_stalled", "make_study", "compute_metrics"]
+
+    @admin.action(description="Compute objective metrics of the selected jobs' clips")
+    def compute_metrics(self, request: HttpRequest, queryset):
+        summary = metric_services.request_for_jobs(queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Objective metrics: {summary}.", messages.SUCCESS)
 
     @admin.display(description="progress")
     def progress_text(self, obj: GenerationJob) -> str:
@@ -216,3 +232,25 @@ class ClipMetricAdmin(admin.ModelAdmin):
 class ConditionMetricAdmin(admin.ModelAdmin):
     list_display = ["condition", "name", "value", "status", "n_clips", "version", "computed_at"]
     list_filter = ["name", "status"]
+
+
+@admin.register(MetricRun)
+class MetricRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "group", "clip", "condition", "status", "version", "attempts", "seconds", "worker", "updated_at"]
+    list_filter = ["group", "status"]
+    list_select_related = ["clip", "condition"]
+    readonly_fields = ["clip", "condition", "group", "version", "inputs", "status", "attempts", "claimed_until",
+                       "worker", "error", "seconds", "created_at", "updated_at"]
+    actions = ["retry"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Compute the selected runs again")
+    def retry(self, request: HttpRequest, queryset):
+        clips = Clip.objects.filter(pk__in=queryset.exclude(clip=None).values("clip_id"))
+        conditions = Clip.objects.filter(condition__in=queryset.exclude(condition=None).values("condition_id"))
+        groups = sorted(set(queryset.values_list("group", flat=True)))
+        summary = metric_services.request_metrics((clips | conditions).distinct().select_related("condition", "reference"),
+                                                  groups, force=True)
+        self.message_user(request, f"Objective metrics: {summary}.", messages.SUCCESS)

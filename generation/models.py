@@ -348,6 +348,9 @@ class MetricValue(models.Model):
 
 class ClipMetric(MetricValue):
     clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="metrics")
+    per_frame = models.JSONField(
+        null=True, blank=True, help_text="Per-frame values the clip value was aggregated from (null where undefined)."
+    )
 
     class Meta:
         ordering = ["clip", "name"]
@@ -371,3 +374,70 @@ class ConditionMetric(MetricValue):
                 name="conditionmetric_ok_has_value", condition=~Q(status="ok") | Q(value__isnull=False)
             ),
         ]
+
+
+class MetricRun(models.Model):
+    """One unit of metric work: a metric group (see generation.metrics.catalog) on one clip or one condition.
+
+    The row is what a worker claims (a lease, like Clip.claim), so a redelivered or duplicated task never does
+    the work twice at the same time, and what the admin shows while metrics are being computed. Its results are
+    the ClipMetric / ConditionMetric rows of the group's metric names.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    STATUS_CHOICES = [(PENDING, "pending"), (RUNNING, "running"), (DONE, "done"), (FAILED, "failed")]
+
+    clip = models.ForeignKey(Clip, null=True, blank=True, on_delete=models.CASCADE, related_name="metric_runs")
+    condition = models.ForeignKey(
+        Condition, null=True, blank=True, on_delete=models.CASCADE, related_name="metric_runs"
+    )
+    group = models.CharField(max_length=50, help_text="Metric group key in generation.metrics.catalog.")
+    version = models.CharField(max_length=50, blank=True, help_text="Group version the results were computed with.")
+    inputs = models.CharField(
+        max_length=64, blank=True,
+        help_text="Fingerprint of the inputs (clip files; for a condition, the set of its clips) the results are for.",
+    )
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(null=True, blank=True, help_text="Wall time of the last successful computation.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["clip", "group"], name="metricrun_unique_clip_group",
+                                    condition=Q(clip__isnull=False)),
+            models.UniqueConstraint(fields=["condition", "group"], name="metricrun_unique_condition_group",
+                                    condition=Q(condition__isnull=False)),
+            models.CheckConstraint(name="metricrun_one_target",
+                                   condition=Q(clip__isnull=False, condition__isnull=True)
+                                   | Q(clip__isnull=True, condition__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        target = f"clip {self.clip_id}" if self.clip_id else f"condition {self.condition_id}"
+        return f"{self.group} on {target} ({self.status})"
+
+    def claim(self) -> str:
+        """Take the run for this worker (Clip.CLAIMED / BUSY / GONE, with Clip.claim's lease semantics)."""
+        now = timezone.now()
+        lease = now + timedelta(seconds=settings.SYNCMOS_JOB_LEASE_SECONDS)
+        won = MetricRun.objects.filter(
+            Q(status=self.PENDING) | Q(status=self.RUNNING, claimed_until__lt=now), pk=self.pk
+        ).update(status=self.RUNNING, claimed_until=lease, attempts=F("attempts") + 1, updated_at=now)
+        self.refresh_from_db()
+        if won:
+            return Clip.CLAIMED
+        return Clip.BUSY if self.status == self.RUNNING else Clip.GONE
+
+    def lease_left(self) -> float:
+        if self.claimed_until is None:
+            return 0.0
+        return max(0.0, (self.claimed_until - timezone.now()).total_seconds())

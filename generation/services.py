@@ -257,9 +257,13 @@ def refresh_progress(job_id: int) -> GenerationJob | None:
             else GenerationJob.FAILED if done == 0
             else GenerationJob.PARTIAL
         )
-        GenerationJob.objects.filter(pk=job_id, status=GenerationJob.RUNNING).update(
+        finished_now = GenerationJob.objects.filter(pk=job_id, status=GenerationJob.RUNNING).update(
             status=final, finished_at=timezone.now()
         )
+        if finished_now and done and settings.SYNCMOS_METRICS_AFTER_GENERATION:
+            from generation.metric_services import request_for_jobs
+
+            request_for_jobs([job_id])
     job.refresh_from_db()
     return job
 

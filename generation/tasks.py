@@ -15,11 +15,11 @@ from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from generation import media, render, services, weights
+from generation import media, metric_services, render, services, weights
 from generation.audio import AudioError
 from generation.controls import ControlError
 from generation.faces import FaceNotFoundError
-from generation.models import Clip
+from generation.models import Clip, MetricRun
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +121,47 @@ def _fail(clip: Clip, exc: Exception) -> None:
         log.exception("clip %s failed with an unexpected error", clip.pk)
     services.fail_clip(clip.pk, f"{exc.__class__.__name__}: {exc}")
     services.refresh_jobs_of(clip.pk)
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+# Enqueued by metric_services.enqueue with queue="gpu" or "cpu" per metric group.
+
+
+@shared_task(name="generation.compute_clip_metrics", **TASK_OPTIONS)
+def compute_clip_metrics(self, run_id: int) -> None:
+    _run_metrics(self, run_id, lambda run, worker: metric_services.compute_clip_run(run, worker=worker))
+
+
+@shared_task(name="generation.compute_condition_metrics", **TASK_OPTIONS)
+def compute_condition_metrics(self, run_id: int) -> None:
+    _run_metrics(self, run_id, lambda run, worker: metric_services.compute_condition_run(
+        run, worker=worker, heartbeat=lambda: metric_services.extend_run_claim(run_id)))
+
+
+def _run_metrics(task, run_id: int, compute) -> None:
+    run = MetricRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return
+    outcome = run.claim()
+    if outcome == Clip.BUSY and not task.request.is_eager:
+        raise task.retry(countdown=run.lease_left() + 1, max_retries=None)
+    if outcome != Clip.CLAIMED:
+        return
+    if run.attempts > settings.SYNCMOS_MAX_CLIP_CLAIMS:
+        metric_services.fail_run(run_id, f"workers stopped {run.attempts - 1} times on this run (out of memory or a "
+                                         "crash?); not retried again")
+        return
+    try:
+        compute(run, task.request.hostname or "in-process")
+    except TRANSIENT_ERRORS as exc:
+        if task.request.retries >= task.max_retries:
+            metric_services.fail_run(run_id, f"{exc.__class__.__name__}: {exc}")
+            raise
+        metric_services.release_run(run_id)
+        raise task.retry(exc=exc, countdown=5 * (task.request.retries + 1))
+    except Exception as exc:
+        if isinstance(exc, INPUT_ERRORS):
+            log.warning("metric run %s failed: %s", run_id, exc)
+        else:
+            log.exception("metric run %s failed with an unexpected error", run_id)
+        metric_services.fail_run(run_id, f"{exc.__class__.__name__}: {exc}")

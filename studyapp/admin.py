@@ -4,12 +4,13 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from generation import metric_services
 from studyapp import exports
 from studyapp.models import Assignment, Participant, PlaybackEvent, Rating, Scale, Study, StudyClip
 
@@ -50,7 +51,7 @@ class StudyAdmin(admin.ModelAdmin):
         ("Record", {"fields": ["public_id", "created_at"], "classes": ["collapse"]}),
     ]
     inlines = [ScaleInline, StudyClipInline]
-    actions = ["open_studies", "close_studies"]
+    actions = ["open_studies", "close_studies", "compute_metrics"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_queryset(self, request):
@@ -79,10 +80,12 @@ class StudyAdmin(admin.ModelAdmin):
         if not obj.pk:
             return "–"
         return format_html(
-            '<a href="{}">MOS table</a> · <a href="{}">MOS CSV</a> · <a href="{}">raw ratings CSV</a>',
+            '<a href="{}">MOS table</a> · <a href="{}">MOS CSV</a> · <a href="{}">raw ratings CSV</a> · '
+            '<a href="{}">objective metrics</a>',
             reverse("admin:studyapp_study_mos", args=[obj.pk]),
             reverse("admin:studyapp_study_mos_csv", args=[obj.pk]),
             reverse("admin:studyapp_study_ratings_csv", args=[obj.pk]),
+            reverse("admin:studyapp_study_metrics", args=[obj.pk]),
         )
 
     def save_related(self, request, form, formsets, change):
@@ -96,7 +99,35 @@ class StudyAdmin(admin.ModelAdmin):
             path("<int:pk>/mos/", view(self.mos_view), name="studyapp_study_mos"),
             path("<int:pk>/mos.csv", view(self.mos_csv_view), name="studyapp_study_mos_csv"),
             path("<int:pk>/ratings.csv", view(self.ratings_csv_view), name="studyapp_study_ratings_csv"),
+            path("<int:pk>/metrics/", view(self.metrics_view), name="studyapp_study_metrics"),
+            path("<int:pk>/metrics-<str:kind>.csv", view(self.metrics_csv_view), name="studyapp_study_metrics_csv"),
         ] + super().get_urls()
+
+    def metrics_view(self, request: HttpRequest, pk: int) -> TemplateResponse:
+        study = get_object_or_404(Study, pk=pk)
+        clips = exports.study_test_clips(study)
+        if request.method == "POST":
+            summary = metric_services.request_metrics(clips, force="force" in request.POST)
+            self.message_user(request, f"Objective metrics: {summary}.", messages.SUCCESS)
+            return redirect(reverse("admin:studyapp_study_metrics", args=[pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Objective metrics — {study.title}",
+            "study": study,
+            "seeds_table": exports.seeds_table_rows(clips),
+            "metric_rows": metric_services.condition_metric_table(clips).to_dict("records"),
+            "runs": metric_services.run_status_counts(clips),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/studyapp/study/metrics.html", context)
+
+    def metrics_csv_view(self, request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+        study = get_object_or_404(Study, pk=pk)
+        writers = {"clips": exports.clip_metrics_csv, "conditions": exports.metric_table_csv,
+                   "table": exports.seeds_metric_table_csv}
+        if kind not in writers:
+            raise Http404("unknown metrics export")
+        return _csv_response(writers[kind](study), f"study-{study.pk}-metrics-{kind}.csv")
 
     def mos_view(self, request: HttpRequest, pk: int) -> TemplateResponse:
         study = get_object_or_404(Study, pk=pk)
@@ -132,6 +163,14 @@ class StudyAdmin(admin.ModelAdmin):
                 continue
             opened += Study.objects.filter(pk=study.pk).update(status=Study.OPEN)
         self.message_user(request, f"Opened {opened} studies.", messages.SUCCESS)
+
+    @admin.action(description="Compute the objective metrics of selected studies' clips")
+    def compute_metrics(self, request: HttpRequest, queryset):
+        from generation.models import Clip
+
+        clips = Clip.objects.filter(study_clips__study__in=queryset).distinct()
+        summary = metric_services.request_metrics(clips)
+        self.message_user(request, f"Objective metrics: {summary}.", messages.SUCCESS)
 
     @admin.action(description="Close selected studies")
     def close_studies(self, request: HttpRequest, queryset):

@@ -14,6 +14,7 @@ SYNCMOS_MEDIA_ROOT     where sources, work files and delivery clips live, defaul
 SYNCMOS_CLIP_URL_MAX_AGE   seconds a signed clip URL stays valid, default 6 hours
 SYNCMOS_JOB_LEASE_SECONDS  how long a claimed generation row stays claimed before another worker may take it
 SYNCMOS_MAX_CLIP_CLAIMS    claims after which a clip that keeps crashing its workers is failed
+SYNCMOS_METRICS_AFTER_GENERATION  queue the objective metrics of a job's clips when it finishes (default 1)
 SYNCMOS_BEHIND_TLS_PROXY   trust X-Forwarded-Proto from the reverse proxy that terminates HTTPS
 SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE   default on outside DEBUG (serve over HTTPS)
 """
@@ -203,6 +204,8 @@ SYNCMOS_CLIP_URL_MAX_AGE = envint("SYNCMOS_CLIP_URL_MAX_AGE", 6 * 3600, minimum=
 SYNCMOS_JOB_LEASE_SECONDS = envint("SYNCMOS_JOB_LEASE_SECONDS", 15 * 60, minimum=10)
 # A clip claimed more often than this (each render and encode is one claim) keeps killing its workers.
 SYNCMOS_MAX_CLIP_CLAIMS = envint("SYNCMOS_MAX_CLIP_CLAIMS", 6, minimum=2)
+# Queue every objective metric of a generation job's clips as soon as the job is finished.
+SYNCMOS_METRICS_AFTER_GENERATION = envbool("SYNCMOS_METRICS_AFTER_GENERATION", True)
 
 # Celery: with no broker the tasks run in-process (embedded demo); with Redis they go to workers on
 # the "gpu" and "cpu" queues exactly as in docker-compose.yml.

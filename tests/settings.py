@@ -25,3 +25,5 @@ STORAGES = {  # no manifest: tests do not run collectstatic
 CELERY_TASK_ALWAYS_EAGER = True
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
+# Generation tests do not need every metric of every clip they make; the metric tests turn it on.
+SYNCMOS_METRICS_AFTER_GENERATION = False

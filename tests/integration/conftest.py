@@ -63,6 +63,7 @@ class Workers:
             DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{self.database_name}",
             CELERY_BROKER_URL=self.broker_url,
             SYNCMOS_MEDIA_ROOT=str(settings.MEDIA_ROOT),
+            SYNCMOS_METRICS_AFTER_GENERATION="0",  # a metrics test turns it on
             PYTHONUNBUFFERED="1",
         )
         env.update(overrides)
