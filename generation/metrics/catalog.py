@@ -94,3 +94,68 @@ SEEDS_TABLE = (("ssim", "SSIM"), ("psnr", "PSNR"), ("fid", "FID"), ("ifc", "IFC"
 
 def unavailable_for_all(group: MetricGroup, reason: str) -> dict[str, MetricUnavailable]:
     return {name: MetricUnavailable(reason) for name in group.names}
+
+
+# --- the built-in groups ---------------------------------------------------------------------------
+# Imports are inside the functions: the catalog is read by views and commands that never compute.
+
+
+def _frame_quality(pair: ClipPair, device: str) -> ClipResult:
+    from generation.metrics import frame_quality
+
+    return frame_quality.frame_quality(pair, frame_quality.PIXEL_METRICS, device="cpu")
+
+
+def _lpips(pair: ClipPair, device: str) -> ClipResult:
+    from generation.metrics import frame_quality
+
+    model = frame_quality.load_lpips_metric(device)
+    return frame_quality.frame_quality(pair, frame_quality.LPIPS_METRICS, lpips_model=model, device=device)
+
+
+def _lmd(pair: ClipPair, device: str) -> ClipResult:
+    from generation.metrics import lmd
+
+    return {"lmd": lmd.lmd(pair), "lmd_centred": lmd.lmd(pair, centred=True)}
+
+
+def _ifc(pair: ClipPair, device: str) -> ClipResult:
+    from generation.metrics import ifc
+
+    return {"ifc": ifc.ifc(pair), "ifc_full": ifc.ifc_full(pair)}
+
+
+register(MetricGroup(
+    key="frame_quality", version="1", queue="cpu", level="clip", needs_reference=True, needs_faces=True,
+    compute=_frame_quality,
+    metrics=(
+        MetricDef("psnr", "PSNR", True, "PSNR (dB) of the whole frame, RGB, mean over frames"),
+        MetricDef("ssim", "SSIM", True, "SSIM (Wang et al. 2004) of the whole frame, RGB, mean over frames"),
+        MetricDef("psnr_face", "PSNR (face)", True, "PSNR on the 128-px face crop"),
+        MetricDef("ssim_face", "SSIM (face)", True, "SSIM on the 128-px face crop"),
+        MetricDef("psnr_mouth", "PSNR (mouth)", True, "PSNR on the lower half of the face crop"),
+        MetricDef("ssim_mouth", "SSIM (mouth)", True, "SSIM on the lower half of the face crop"),
+    ),
+))
+register(MetricGroup(
+    key="lpips", version="1", queue="gpu", level="clip", needs_reference=True, needs_faces=True, compute=_lpips,
+    metrics=(
+        MetricDef("lpips", "LPIPS", False, "LPIPS v0.1 (AlexNet) of the whole frame"),
+        MetricDef("lpips_face", "LPIPS (face)", False, "LPIPS v0.1 (AlexNet) on the 128-px face crop"),
+        MetricDef("lpips_mouth", "LPIPS (mouth)", False, "LPIPS v0.1 (AlexNet) on the lower half of the face crop"),
+    ),
+))
+register(MetricGroup(
+    key="lmd", version="1", queue="cpu", level="clip", needs_reference=True, needs_faces=True, compute=_lmd,
+    metrics=(
+        MetricDef("lmd", "LMD", False, "mouth landmark distance (dlib points 48-67) in pixels of a 128-px face crop"),
+        MetricDef("lmd_centred", "LMD (centred)", False, "LMD after removing each frame's mouth centroid (shape only)"),
+    ),
+))
+register(MetricGroup(
+    key="ifc", version="1", queue="cpu", level="clip", needs_reference=True, needs_faces=True, compute=_ifc,
+    metrics=(
+        MetricDef("ifc", "IFC", False, "inter-frame consistency (seed 002 eq. G), RMS per step on the face crop"),
+        MetricDef("ifc_full", "IFC (full frame)", False, "IFC on the whole frame"),
+    ),
+))
