@@ -1,10 +1,12 @@
-"""MOS with Student-t confidence intervals, checked against hand-computed values."""
+"""MOS, per-content MOS and DMOS with Student-t confidence intervals, checked against hand-computed values."""
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.mos import mos_table
+from analysis.mos import DMOS_COLUMNS, content_mos_table, dmos_table, mos_table
 
 
 def _frame(rows):
@@ -66,3 +68,92 @@ def test_it_refuses_bad_arguments():
 def test_it_returns_the_stable_columns_for_no_data():
     assert list(mos_table(_frame([])).columns) == [
         "condition", "scale", "n", "mos", "sd", "se", "ci_low", "ci_high", "ci_half_width"]
+
+
+def test_content_mos_splits_each_condition_by_source_content():
+    df = pd.DataFrame({"condition": ["A"] * 4, "content": ["s1", "s1", "s2", "s2"], "scale": ["sync"] * 4,
+                       "rating": [5, 3, 2, 2]})
+    table = content_mos_table(df)
+    assert list(table[["condition", "content", "scale"]].itertuples(index=False, name=None)) == [
+        ("A", "s1", "sync"), ("A", "s2", "sync")]
+    assert list(table["mos"]) == [4.0, 2.0]
+
+
+def _acr_hr():
+    """Two viewers, two contents, the hidden reference and one model, one scale."""
+    rows = [
+        # participant, content, condition, kind, rating
+        (1, "s1", "ref", "reference", 5), (1, "s1", "A", "model", 3),
+        (1, "s2", "ref", "reference", 4), (1, "s2", "A", "model", 4),
+        (2, "s1", "ref", "reference", 4), (2, "s1", "A", "model", 1),
+        (2, "s2", "ref", "reference", 5), (2, "s2", "A", "model", 3),
+    ]
+    frame = pd.DataFrame(rows, columns=["participant", "content", "condition", "condition_kind", "rating"])
+    return frame.assign(scale="sync")
+
+
+def test_dmos_is_the_mean_of_each_viewers_rating_minus_their_reference_plus_five():
+    # DV = V(PVS) − V(REF) + 5: 3−5+5 = 3, 4−4+5 = 5, 1−4+5 = 2, 3−5+5 = 3 → mean 3.25, sd 1.2583057.
+    row = dmos_table(_acr_hr()).iloc[0]
+    assert list(dmos_table(_acr_hr()).columns) == ["condition", "scale", *DMOS_COLUMNS]
+    assert (row.condition, row.n, row.n_unpaired) == ("A", 4, 0)
+    assert row.dmos == pytest.approx(3.25)
+    assert row.sd == pytest.approx(1.2583057, abs=1e-6)
+    assert row.ci_half_width == pytest.approx(3.1824463 * 1.2583057 / 2, abs=1e-6)
+
+
+def test_sureal_pairing_subtracts_the_reference_mos_of_the_same_content():
+    # SUREAL DmosModel: rating + 5 − MOS_ref(content): s1 ref MOS 4.5, s2 4.5 → (3.5, 4.5, 1.5, 3.5).
+    row = dmos_table(_acr_hr(), pairing="mos").iloc[0]
+    assert row.dmos == pytest.approx(3.25)
+    assert row.sd == pytest.approx(np.std([3.5, 4.5, 1.5, 3.5], ddof=1))
+
+
+def test_both_pairings_give_the_same_dmos_when_every_viewer_rated_every_reference():
+    rng = np.random.default_rng(0)
+    rows = [(p, c, cond, "reference" if cond == "ref" else "model", scale, int(rng.integers(1, 6)))
+            for p in range(7) for c in ("s1", "s2", "s3") for cond in ("ref", "A", "B") for scale in ("sync", "visual")]
+    df = pd.DataFrame(rows, columns=["participant", "content", "condition", "condition_kind", "scale", "rating"])
+    viewer, by_mos = dmos_table(df), dmos_table(df, pairing="mos")
+    np.testing.assert_allclose(viewer["dmos"], by_mos["dmos"])
+    assert list(viewer["condition"]) == ["A", "A", "B", "B"]
+    per_content = dmos_table(df, by=("condition", "content", "scale"))
+    assert len(per_content) == 12 and (per_content["n"] == 7).all()
+
+
+def test_ratings_whose_viewer_skipped_the_reference_are_counted_not_scored():
+    df = _acr_hr()
+    df = df[~((df.participant == 2) & (df.content == "s2") & (df.condition == "ref"))]
+    row = dmos_table(df).iloc[0]
+    assert (row.n, row.n_unpaired) == (3, 1)
+    assert row.dmos == pytest.approx((3 + 5 + 2) / 3)
+    # With the reference MOS instead, every rating with a rated reference content is scored.
+    assert dmos_table(df, pairing="mos").iloc[0].n_unpaired == 0
+
+
+def test_the_reference_can_be_named_and_reported():
+    df = _acr_hr().drop(columns="condition_kind")
+    with_reference = dmos_table(df, reference="ref", include_reference=True)
+    assert list(with_reference["condition"]) == ["A", "ref"]
+    reference_row = with_reference.iloc[1]
+    assert reference_row.dmos == 5.0 and reference_row.sd == 0.0
+    with pytest.raises(KeyError):
+        dmos_table(df)  # no condition_kind column and no reference named
+    with pytest.raises(ValueError, match="no hidden-reference"):
+        dmos_table(df, reference="missing")
+    with pytest.raises(ValueError, match="pairing"):
+        dmos_table(_acr_hr(), pairing="content")
+
+
+def test_per_clip_mos_on_the_nflx_public_dataset_matches_sureal_and_the_notes():
+    # SUREAL test_mos_subjective_model: mean MOS 3.544790652385589, mean std/√n 0.12986637295658307, mean
+    # per-PVS SD 0.6621911698651353; statistics.md §6 I: mean t-based half-width 0.26746.
+    table = pd.read_csv(Path(__file__).parent / "data" / "nflx_public_votes.csv")
+    votes = table.melt(id_vars=["asset_id", "content_id"], var_name="participant", value_name="rating")
+    per_clip = mos_table(votes, by=["asset_id"])
+    assert len(per_clip) == 79 and (per_clip["n"] == 26).all()
+    assert per_clip["mos"].mean() == pytest.approx(3.544790652385589, abs=1e-12)
+    assert per_clip["se"].mean() == pytest.approx(0.12986637295658307, abs=1e-12)
+    assert per_clip["sd"].mean() == pytest.approx(0.6621911698651353, abs=1e-12)
+    assert per_clip["ci_half_width"].mean() == pytest.approx(0.26746, abs=5e-6)
+    assert per_clip.set_index("asset_id").loc[0, "mos"] == pytest.approx(4.884615384615385, abs=1e-12)
