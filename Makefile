@@ -10,7 +10,7 @@ SERVICES := scripts/services.sh
 DEMO_HOST ?= 127.0.0.1
 DEMO_PORT ?= 8000
 # The demo is the embedded mode: SQLite file and in-process tasks, unless the caller says otherwise.
-DEMO_ENV := DEBUG=1 SECRET_KEY=demo-not-secret SYNCMOS_DEMO_HOST=$(DEMO_HOST) SYNCMOS_DEMO_PORT=$(DEMO_PORT)
+DEMO_ENV := DEBUG=1 SECRET_KEY=demo-not-secret SYNCMOS_LSE_DEMO_SYNCNET=1 SYNCMOS_DEMO_HOST=$(DEMO_HOST) SYNCMOS_DEMO_PORT=$(DEMO_PORT)
 
 bench: install
 	$(PY) benchmarks/bench_models.py

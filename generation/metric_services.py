@@ -301,7 +301,7 @@ def _store(run: MetricRun, group: catalog.MetricGroup, fingerprint: str, seconds
     return True
 
 
-def _value_fields(value, version: str) -> dict:
+def _value_fields(value, version: str, note: str = "") -> dict:
     if isinstance(value, MetricUnavailable):
         return dict(value=None, status=ClipMetric.UNAVAILABLE, detail=str(value), version=version)
     per_frame = None
@@ -312,12 +312,12 @@ def _value_fields(value, version: str) -> dict:
     if not math.isfinite(value):
         return dict(value=None, status=ClipMetric.UNAVAILABLE, version=version, per_frame=per_frame,
                     detail="undefined for this clip (e.g. PSNR of frames identical to the ground truth)")
-    return dict(value=value, status=ClipMetric.OK, detail="", version=version, per_frame=per_frame)
+    return dict(value=value, status=ClipMetric.OK, detail=note, version=version, per_frame=per_frame)
 
 
 def _write_clip_values(clip: Clip, group: catalog.MetricGroup, results) -> None:
     for name in group.names:
-        fields = _value_fields(results[name], group.version)
+        fields = _value_fields(results[name], group.version, group.note)
         fields.setdefault("per_frame", None)
         ClipMetric.objects.update_or_create(clip=clip, name=name, defaults=fields)
 
@@ -327,7 +327,7 @@ def _write_condition_values(condition: Condition, group: catalog.MetricGroup, re
         fields = _value_fields(results[name], group.version)
         fields.pop("per_frame", None)
         if fields["status"] == ConditionMetric.OK:
-            fields["detail"] = note
+            fields["detail"] = "; ".join(filter(None, [note, group.note]))
         ConditionMetric.objects.update_or_create(condition=condition, name=name, defaults={**fields, "n_clips": n_clips})
 
 

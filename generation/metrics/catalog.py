@@ -14,6 +14,7 @@ the caller) and ``combine`` them into the condition's values, so a killed task o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ class MetricGroup:
     metrics: tuple[MetricDef, ...]
     needs_reference: bool
     needs_faces: bool
+    note: str = ""  # how the values were computed, when a researcher must know (stored with every value)
     compute: Callable[[ClipPair, str], ClipResult] | None = None  # clip level
     partial: Callable[[ClipPair, str], bytes] | None = None  # condition level: per-clip contribution
     combine: Callable[[Sequence[bytes]], ClipResult] | None = None  # condition level
@@ -158,4 +160,122 @@ register(MetricGroup(
         MetricDef("ifc", "IFC", False, "inter-frame consistency (seed 002 eq. G), RMS per step on the face crop"),
         MetricDef("ifc_full", "IFC (full frame)", False, "IFC on the whole frame"),
     ),
+))
+
+
+# LSE is defined by syncnet_python's released network (syncnet_v2.model). Where it is not installed, the embedded
+# demo (SYNCMOS_LSE_DEMO_SYNCNET=1, set by `make demo`) uses the tiny SyncNet trained on the synthetic corpus,
+# under another version and with a note on every value, so the two can never be mixed up or compared silently.
+# The choice is made when the catalog is imported: restart the workers after installing syncnet_v2.model.
+
+
+def _lse_weights() -> str:
+    from generation.metrics.syncnet_weights import syncnet_v2_path
+
+    if syncnet_v2_path().is_file():
+        return "official"
+    return "demo" if os.environ.get("SYNCMOS_LSE_DEMO_SYNCNET", "") in ("1", "true", "yes") else "official"
+
+
+LSE_WEIGHTS = _lse_weights()
+
+
+def _lse(pair: ClipPair, device: str) -> ClipResult:
+    from generation.metrics import lse, syncnet_weights
+
+    model = syncnet_weights.load_demo_syncnet_v2_tiny(device) if LSE_WEIGHTS == "demo" else None
+    if model is None:
+        from generation.weights import WeightsMissingError
+
+        try:
+            model = syncnet_weights.load_syncnet_v2(device=device)
+        except WeightsMissingError as exc:
+            raise MetricUnavailable(str(exc)) from exc
+    return lse.lse_metrics(pair, model)
+
+
+def _avsync(pair: ClipPair, device: str) -> ClipResult:
+    from generation.metrics import lse, syncnet_weights
+    from generation.weights import WeightsMissingError
+
+    try:
+        model = syncnet_weights.load_avsyncnet(device=device)
+    except WeightsMissingError as exc:
+        raise MetricUnavailable(str(exc)) from exc
+    return lse.avsync_metrics(pair, model)
+
+
+register(MetricGroup(
+    key="lse", version="1" if LSE_WEIGHTS == "official" else "1-demo-syncnet", queue="gpu", level="clip",
+    needs_reference=False, needs_faces=True, compute=_lse,
+    note="" if LSE_WEIGHTS == "official" else (
+        "computed with the tiny demo SyncNet trained on the synthetic corpus (demo/weights/syncnet_v2_tiny.pt), "
+        "not syncnet_v2.model: not comparable with published LSE values"),
+    metrics=(
+        MetricDef("lse_c", "LSE-C", True, "SyncNet confidence (median − min of the mean distance over ±15 offsets)"),
+        MetricDef("lse_d", "LSE-D", False, "SyncNet distance (min over ±15 offsets of the mean distance)"),
+        MetricDef("lse_offset", "AV offset", None, "offset (frames) of the best audio-visual match; 0 = in sync"),
+    ),
+))
+register(MetricGroup(
+    key="avsync", version="1", queue="gpu", level="clip", needs_reference=False, needs_faces=True, compute=_avsync,
+    metrics=(
+        MetricDef("avs_c", "AVS-C", True, "LSE-C computed with AVSyncNet (1 − cosine distance)"),
+        MetricDef("avs_d", "AVS-D", False, "LSE-D computed with AVSyncNet (1 − cosine distance)"),
+        MetricDef("avs_offset", "AVS offset", None, "offset (frames) of the best match under AVSyncNet"),
+    ),
+))
+
+
+# FID is a set-level metric (seed 002 eq. F): the Inception pool3 statistics of all generated face crops of a
+# condition against those of their ground-truth crops. Each clip contributes its features (float32, a few hundred
+# kB), cached by the caller, so adding clips or resuming a killed task only embeds what is new. Face crops as in
+# Wav2Lip's FID (evaluation/README: generated and ground-truth face crops through pytorch-fid), cut with the
+# reference's boxes at 299 px, the network's input size, so pytorch-fid's resize is the identity.
+FID_CROP_SIZE = 299
+
+
+def _fid_partial(pair: ClipPair, device: str) -> bytes:
+    import io
+
+    import numpy as np
+
+    from generation.metrics import fid_weights, regions
+    from generation.metrics.fid import inception_features
+    from generation.weights import WeightsMissingError
+
+    try:
+        model = fid_weights.load_fid_inception(device)
+    except WeightsMissingError as exc:
+        raise MetricUnavailable(str(exc)) from exc
+    reference = pair.require_reference("FID")
+    boxes = regions.boxes_of(pair)
+    generated = inception_features(model, regions.face_crops(pair.generated, boxes, FID_CROP_SIZE), device=device)
+    real = inception_features(model, regions.face_crops(reference, boxes, FID_CROP_SIZE), device=device)
+    buffer = io.BytesIO()
+    np.savez(buffer, generated=generated.astype(np.float32), reference=real.astype(np.float32))
+    return buffer.getvalue()
+
+
+def _fid_combine(partials: Sequence[bytes]) -> ClipResult:
+    import io
+
+    import numpy as np
+
+    from generation.metrics.fid import FeatureStats, frechet_distance_from_stats
+
+    generated = reference = None
+    for data in partials:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            g, r = FeatureStats.from_features(arrays["generated"]), FeatureStats.from_features(arrays["reference"])
+        generated = g if generated is None else generated.merge(g)
+        reference = r if reference is None else reference.merge(r)
+    return {"fid": frechet_distance_from_stats(generated, reference)}
+
+
+register(MetricGroup(
+    key="fid", version="1", queue="gpu", level="condition", needs_reference=True, needs_faces=True,
+    partial=_fid_partial, combine=_fid_combine,
+    metrics=(MetricDef("fid", "FID", False, "Fréchet Inception distance (pytorch-fid) of the condition's face crops "
+                                            "against their ground truth, over all of its clips"),),
 ))

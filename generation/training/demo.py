@@ -41,6 +41,9 @@ STAGES: tuple[tuple[str, str | None, str | None], ...] = (
     ("stabsync_silent", None, None),
     ("stabsync", "stabsync.pt", "stabsync"),
 )
+# Metric networks (not generators): exported like the others, listed under "metric_weights" in the manifest so
+# they never become demo model conditions. syncnet_v2 is the demo's stand-in for syncnet_python's LSE network.
+METRIC_STAGES: tuple[tuple[str, str], ...] = (("syncnet_v2", "syncnet_v2.pt"),)
 MAX_FILE_BYTES = 5 * 1024 * 1024  # committed only when under 5 MB each
 
 
@@ -98,8 +101,76 @@ def train_all(say: Callable[[str], None] = print, *, stages: tuple[str, ...] | N
             "held_out_lip_sync": lip_sync,
             "command": COMMAND,
         })
-    MANIFEST.write_text(json.dumps({"corpus": CORPUS, "weights": entries}, indent=2) + "\n")
+    metric_entries = [_train_metric_stage(name, export, stages, say) for name, export in METRIC_STAGES]
+    MANIFEST.write_text(json.dumps({"corpus": CORPUS, "weights": entries, "metric_weights": metric_entries},
+                                   indent=2) + "\n")
     return entries
+
+
+def _publish(name: str, export: str) -> tuple[Path, dict]:
+    from generation.training.config import load_config
+
+    config = load_config(CONFIG_DIR / f"{name}.toml")
+    source = Path(config.output_dir) / export
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} is missing: train the {name} stage first")
+    if source.stat().st_size > MAX_FILE_BYTES:
+        raise RuntimeError(f"{source} is over 5 MB; the demo weights must stay small enough to commit")
+    target = WEIGHTS_DIR / f"{name}_tiny.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    final = _read_last_row(Path(config.output_dir) / "metrics.csv")
+    return target, {
+        "name": f"demo_{name}", "architecture": name, "file": target.name, "sha256": sha256(target),
+        "bytes": target.stat().st_size, "config": str((CONFIG_DIR / f"{name}.toml").relative_to(REPO)),
+        "iterations": config.iterations, "final_validation": {k: v for k, v in final.items() if k.startswith("val_")},
+        "command": COMMAND,
+    }
+
+
+def _train_metric_stage(name: str, export: str, stages, say) -> dict:
+    from generation.training.config import load_config
+    from generation.training.trainer import train
+
+    if stages is None or name in stages:
+        config = load_config(CONFIG_DIR / f"{name}.toml")
+        say(f"Training {name} ({config.iterations} iterations)…")
+        train(config, progress=lambda row: say(_row_text(row)))
+    target, entry = _publish(name, export)
+    say(f"   measuring {name}'s LSE on held-out clips, aligned and with the audio 5 frames late…")
+    entry["held_out_lse"] = held_out_lse(target)
+    return entry
+
+
+def held_out_lse(path: Path, items=None, *, shift_frames: int = 5) -> dict[str, float]:
+    """Mean LSE-D / LSE-C of the demo SyncNet on held-out clips with aligned audio and with the audio
+    ``shift_frames`` late, and how often the offset search finds the true offset (0 and -shift)."""
+    from generation import media
+    from generation.metrics import lse, syncnet_weights
+    from generation.metrics.regions import detect_face_boxes
+
+    model = syncnet_weights.load_syncnet(path)
+    rows, exact = [], 0
+    for item in items or held_out_items():
+        frames, _ = media.read_video(item.video_path)
+        crops = lse.syncnet_crops(frames, detect_face_boxes(frames), size=model.config.crop_size)
+        audio = lse.to_int16_scale(media.read_audio(item.audio_path))
+        late = np.concatenate([np.zeros(shift_frames * lse.SAMPLES_PER_FRAME, audio.dtype), audio])[: len(audio)]
+        aligned, shifted = lse.lse(crops, audio, model), lse.lse(crops, late, model)
+        exact += (aligned.offset_frames == 0) + (shifted.offset_frames == -shift_frames)
+        rows.append((aligned.lse_d, aligned.lse_c, shifted.lse_d, shifted.lse_c))
+    means = np.mean(rows, axis=0)
+    return {"aligned_lse_d": round(float(means[0]), 3), "aligned_lse_c": round(float(means[1]), 3),
+            f"late{shift_frames}_lse_d": round(float(means[2]), 3), f"late{shift_frames}_lse_c": round(float(means[3]), 3),
+            "offset_exact_rate": round(exact / (2 * len(rows)), 3)}
+
+
+def metric_manifest_entries() -> list[dict]:
+    """The committed demo metric networks (empty when none are listed)."""
+    try:
+        return json.loads(MANIFEST.read_text()).get("metric_weights", [])
+    except (FileNotFoundError, ValueError):
+        return []
 
 
 def _row_text(row: dict) -> str:

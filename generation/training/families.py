@@ -140,7 +140,7 @@ def named_config(configs: dict, config_class: type, name_or_values):
 
 
 def _import_families() -> None:
-    from generation.training import attn_wav2lip, lipgan, stabsync, syncnets, wav2lip  # noqa: F401
+    from generation.training import attn_wav2lip, lipgan, stabsync, syncnet_lse, syncnets, wav2lip  # noqa: F401
 
 
 def get_family(name: str) -> type[Family]:

@@ -53,20 +53,26 @@ def study_clips(training_corpus, tmp_path, settings):
     boxes = detect_face_boxes(frames)
     degraded = tmp_path / "degraded.mp4"
     media.write_video(degraded, blur_mouth(frames, boxes), fps, sound, SAMPLE_RATE)
+    late = tmp_path / "late.mp4"  # the same frames with the speech 5 frames (200 ms) late
+    media.write_video(late, frames, fps, np.concatenate([np.zeros(5 * 640, np.float32), sound])[: len(sound)],
+                      SAMPLE_RATE)
 
     audio = Audio.objects.create(name="speech.wav", content_id="s1", sample_rate=SAMPLE_RATE, duration=len(sound) / 16e3)
     source = Source.objects.create(name="talking.mp4", identity="astronaut", content_id="s1", own_audio=audio)
     reference = _store(video, Condition.objects.create(name="reference", kind=Condition.KIND_REFERENCE), source, audio)
     model = Condition.objects.create(name="mouth smear", kind=Condition.KIND_CONTROL, control="degrade")
     smeared = _store(degraded, model, source, audio, reference=reference)
-    return {"reference": reference, "smeared": smeared}
+    shift = Condition.objects.create(name="audio 5 frames late", kind=Condition.KIND_CONTROL, control="audio_shift")
+    late_clip = _store(late, shift, source, audio, reference=reference)
+    return {"reference": reference, "smeared": smeared, "late": late_clip}
 
 
 def values(clip) -> dict[str, ClipMetric]:
     return {m.name: m for m in ClipMetric.objects.filter(clip=clip)}
 
 
-def test_every_metric_gets_a_value_or_a_reason(study_clips, django_capture_on_commit_callbacks):
+def test_every_metric_gets_a_value_or_a_reason(study_clips, django_capture_on_commit_callbacks, monkeypatch):
+    monkeypatch.setattr(catalog, "LSE_WEIGHTS", "demo")  # as `make demo` runs it: the tiny trained SyncNet
     clips = Clip.objects.select_related("condition", "reference")
     with django_capture_on_commit_callbacks(execute=True):
         metric_services.request_metrics(clips)
@@ -90,6 +96,11 @@ def test_every_metric_gets_a_value_or_a_reason(study_clips, django_capture_on_co
     assert smeared["ifc"].value > 0 == reference["ifc"].value
     assert len(smeared["ssim"].per_frame) == study_clips["smeared"].n_frames
 
+    # LSE with the demo SyncNet: late speech is found 5 frames late and matches worse than aligned speech.
+    late = values(study_clips["late"])
+    assert reference["lse_offset"].value == 0 and late["lse_offset"].value == -5
+    assert reference["lse_d"].value < late["lse_d"].value
+
     lpips = smeared["lpips_mouth"]
     if not Path(settings.BASE_DIR, "var/weights/alexnet-owt-7be5be79.pth").exists():
         assert lpips.status == ClipMetric.UNAVAILABLE and "alexnet-owt-7be5be79.pth" in lpips.detail
@@ -110,3 +121,30 @@ def test_the_study_metric_page_shows_the_seeds_table(study_clips, admin_client, 
     csv = admin_client.get(f"/admin/studyapp/study/{study.pk}/metrics-table.csv").content.decode()
     assert csv.splitlines()[0] == "Method,SSIM,PSNR,FID,IFC,LMD,LSE-C,LSE-D"
     assert admin_client.get(f"/admin/studyapp/study/{study.pk}/metrics-nope.csv").status_code == 404
+
+
+def test_fid_is_unavailable_without_the_inception_weights_and_says_which_file(
+        study_clips, django_capture_on_commit_callbacks):
+    clips = Clip.objects.select_related("condition", "reference")
+    with django_capture_on_commit_callbacks(execute=True):
+        metric_services.request_metrics(clips, ["fid"])
+    row = ConditionMetric.objects.get(condition=study_clips["smeared"].condition, name="fid")
+    assert row.status == ConditionMetric.UNAVAILABLE and "pt_inception-2015-12-05-6726825d.pth" in row.detail
+
+
+def test_fid_per_condition_from_cached_clip_features(study_clips, django_capture_on_commit_callbacks, monkeypatch):
+    import torch
+
+    from generation.metrics import fid_weights
+    from generation.nets.inception_fid import build_inception_fid
+
+    torch.manual_seed(0)
+    tiny = build_inception_fid("tiny").eval()  # random weights: the machinery, not a published FID
+    monkeypatch.setattr(fid_weights, "load_fid_inception", lambda device="cpu", **kw: tiny)
+    clips = Clip.objects.select_related("condition", "reference")
+    with django_capture_on_commit_callbacks(execute=True):
+        metric_services.request_metrics(clips, ["fid"])
+    fid = {m.condition.name: m for m in ConditionMetric.objects.filter(name="fid").select_related("condition")}
+    assert fid["reference"].value == pytest.approx(0.0, abs=1e-6) and fid["reference"].n_clips == 1
+    assert fid["mouth smear"].value > fid["reference"].value
+    assert all(m.status == ConditionMetric.OK for m in fid.values())

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.urls import reverse
 
-from generation import controls, corpus, services
+from generation import controls, corpus, metric_services, services
 from generation.models import Clip, GenerationJob
 from studyapp.design import create_study_from_clips
 from studyapp.models import Study
@@ -80,8 +80,9 @@ class Command(BaseCommand):
             self.stdout.write("   (no model weights installed under SYNCMOS_WEIGHTS_DIR: control conditions only)")
         self.stdout.write(f"2/4 Making {len(sources) * len(conditions)} clips ({len(conditions)} conditions) "
                           f"through the generation tasks…")
-        # In-process, the tasks run when this block commits; with workers, they only get queued.
-        with self._progress_report(), transaction.atomic():
+        # In-process, the tasks run when this block commits; with workers, they only get queued. The metrics are
+        # requested below as a step of their own, so that their progress is shown.
+        with self._progress_report(), self._no_automatic_metrics(), transaction.atomic():
             job = services.create_job(conditions, sources, name="demo clips")
             services.start_job(job)
         job.refresh_from_db()
@@ -93,6 +94,7 @@ class Command(BaseCommand):
         failed = job.clips.filter(status=Clip.FAILED)
         for clip in failed:
             self.stderr.write(f"   failed: {clip.condition} / {clip.source}: {clip.error}")
+        self._compute_metrics(job)
         self.stdout.write("3/4 Creating the demo study…")
         Study.objects.filter(title=DEMO_TITLE, status=Study.OPEN).update(status=Study.CLOSED)
         study = create_study_from_clips(
@@ -127,6 +129,43 @@ class Command(BaseCommand):
         finally:
             task_postrun.disconnect(report)
             trace_logger.setLevel(level)
+
+    @contextlib.contextmanager
+    def _no_automatic_metrics(self):
+        automatic = settings.SYNCMOS_METRICS_AFTER_GENERATION
+        settings.SYNCMOS_METRICS_AFTER_GENERATION = False
+        try:
+            yield
+        finally:
+            settings.SYNCMOS_METRICS_AFTER_GENERATION = automatic
+
+    def _compute_metrics(self, job: GenerationJob) -> None:
+        """Objective metrics of the demo clips: computed here in the embedded mode, queued with workers."""
+        clips = job.clips.filter(status=Clip.READY).select_related("condition", "reference")
+        self.stdout.write(f"   Objective metrics of {clips.count()} clips "
+                          f"({'computing now' if settings.CELERY_TASK_ALWAYS_EAGER else 'queued to the workers'})…")
+        started = time.monotonic()
+        done = []
+
+        def report(sender=None, **kwargs):
+            if sender is not None and sender.name.startswith("generation.compute_"):
+                done.append(1)
+                if len(done) % 50 == 0:
+                    self.stdout.write(f"   {len(done)} metric runs done…")
+
+        task_postrun.connect(report)
+        trace_logger = logging.getLogger("celery.app.trace")
+        level = trace_logger.level
+        trace_logger.setLevel(logging.WARNING)
+        try:
+            summary = metric_services.request_metrics(clips)
+        finally:
+            task_postrun.disconnect(report)
+            trace_logger.setLevel(level)
+        self.stdout.write(f"   {summary} ({time.monotonic() - started:.0f} s).")
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            table = metric_services.seeds_table(clips)
+            self.stdout.write(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
     def _wait(self, job: GenerationJob, timeout: float) -> GenerationJob:
         # In the embedded mode the tasks already ran in this process; with a broker, workers run them.
