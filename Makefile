@@ -22,7 +22,16 @@ demo-weights: install
 bench-training: install
 	$(PY) benchmarks/bench_training.py
 
-.PHONY: demo demo-weights bench-training test bench install system-deps services services-stop worker-gpu worker-cpu web clean
+# Objective metrics against their reference implementations (skimage, pytorch-fid's sqrtm, syncnet_python's loop).
+bench-metrics: install
+	$(PY) benchmarks/bench_metrics.py
+
+# Statistics at 100,000 ratings: agreement and bootstrap, mixed model and subject model against their references.
+bench-analysis: install
+	$(PY) benchmarks/bench_analysis_agreement.py
+	$(PY) benchmarks/bench_analysis_models.py
+
+.PHONY: demo demo-weights bench-training bench-metrics bench-analysis test bench install system-deps services services-stop worker-gpu worker-cpu web clean
 
 demo: install
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput

@@ -119,7 +119,7 @@ def features_part(n_frames: int, batch_size: int, size: int, device: str) -> Non
           f"{np.abs(ours - reference).max():.2e} (features up to {np.abs(reference).max():.2f})")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--samples", type=int, nargs="+", default=[500, 3000])
@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-frechet", action="store_true")
     parser.add_argument("--skip-features", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"torch={torch.__version__} numpy={np.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     if not args.skip_frechet:
         frechet_part(args.dim, args.samples, args.repeats)

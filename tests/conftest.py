@@ -47,3 +47,16 @@ def training_corpus(tmp_path_factory):
 
     config = corpus.CorpusConfig(faces=("astronaut",), voices=("en-us",), sentences_per_voice=2, size=128, seed=3)
     return preprocess.corpus_dataset(tmp_path_factory.mktemp("training-corpus"), config)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's torch code on one intra-op thread, restored afterwards. The values do not depend on the thread
+    count; on a shared 2-core machine torch's per-op thread barriers make many small ops (SSIM's blurs, tiny
+    convolutions) up to ~100x slower with two threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,5 +1,8 @@
-"""Objective metrics of generated talking-head frames, no Django.
+"""Objective metrics of generated talking-head clips, no Django (docs/metrics.md).
 
-``image``: PSNR and SSIM (Wang et al. 2004) on batches of frames, as torch tensors, so that training loops
-can log them every N iterations without leaving the device.
+``base``: the contract (ClipPair, MetricUnavailable, PerFrame). ``catalog``: every metric, grouped by what must be
+loaded to compute it, with versions and queues. ``image``: torch PSNR/SSIM for training loops. ``frame_quality``:
+PSNR, SSIM and LPIPS on the whole frame, face and mouth crops (``regions``). ``lmd``, ``ifc``: mouth landmark
+distance and inter-frame consistency. ``lse`` + ``mfcc`` + ``syncnet_weights``: LSE-C/LSE-D with syncnet_python's
+network, and the AVSyncNet variant. ``fid`` + ``fid_weights``: FID with pytorch-fid's InceptionV3.
 """

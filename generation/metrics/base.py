@@ -65,3 +65,14 @@ class PerFrame:
 
     value: float
     frames: np.ndarray = field(repr=False)
+
+
+def installed_or_unavailable(load, *args, **kwargs):
+    """``load(*args, **kwargs)``, with a missing weight file turned into MetricUnavailable (its message names the
+    file and where to get it): a metric without its network is unavailable, never computed with other weights."""
+    from generation.weights import WeightsMissingError
+
+    try:
+        return load(*args, **kwargs)
+    except WeightsMissingError as exc:
+        raise MetricUnavailable(str(exc)) from exc

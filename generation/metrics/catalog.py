@@ -18,9 +18,9 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from generation.metrics.base import ClipPair, MetricUnavailable, PerFrame
+from generation.metrics.base import ClipPair, MetricUnavailable, installed_or_unavailable
 
-ClipResult = Mapping[str, "float | PerFrame | MetricUnavailable"]
+ClipResult = Mapping[str, "float | PerFrame | MetricUnavailable"]  # noqa: F821 (names imported above)
 
 
 @dataclass(frozen=True)
@@ -183,26 +183,14 @@ LSE_WEIGHTS = _lse_weights()
 def _lse(pair: ClipPair, device: str) -> ClipResult:
     from generation.metrics import lse, syncnet_weights
 
-    model = syncnet_weights.load_demo_syncnet_v2_tiny(device) if LSE_WEIGHTS == "demo" else None
-    if model is None:
-        from generation.weights import WeightsMissingError
-
-        try:
-            model = syncnet_weights.load_syncnet_v2(device=device)
-        except WeightsMissingError as exc:
-            raise MetricUnavailable(str(exc)) from exc
-    return lse.lse_metrics(pair, model)
+    load = syncnet_weights.load_demo_syncnet_v2_tiny if LSE_WEIGHTS == "demo" else syncnet_weights.load_syncnet_v2
+    return lse.lse_metrics(pair, installed_or_unavailable(load, device=device))
 
 
 def _avsync(pair: ClipPair, device: str) -> ClipResult:
     from generation.metrics import lse, syncnet_weights
-    from generation.weights import WeightsMissingError
 
-    try:
-        model = syncnet_weights.load_avsyncnet(device=device)
-    except WeightsMissingError as exc:
-        raise MetricUnavailable(str(exc)) from exc
-    return lse.avsync_metrics(pair, model)
+    return lse.avsync_metrics(pair, installed_or_unavailable(syncnet_weights.load_avsyncnet, device=device))
 
 
 register(MetricGroup(
@@ -242,12 +230,8 @@ def _fid_partial(pair: ClipPair, device: str) -> bytes:
 
     from generation.metrics import fid_weights, regions
     from generation.metrics.fid import inception_features
-    from generation.weights import WeightsMissingError
 
-    try:
-        model = fid_weights.load_fid_inception(device)
-    except WeightsMissingError as exc:
-        raise MetricUnavailable(str(exc)) from exc
+    model = installed_or_unavailable(fid_weights.load_fid_inception, device)
     reference = pair.require_reference("FID")
     boxes = regions.boxes_of(pair)
     generated = inception_features(model, regions.face_crops(pair.generated, boxes, FID_CROP_SIZE), device=device)

@@ -74,7 +74,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generation import weights
+from generation.metrics import base
 from generation.metrics.base import ClipPair, MetricUnavailable
 from generation.metrics.mfcc import mfcc as compute_mfcc
 
@@ -440,10 +440,7 @@ def lse_metrics(pair: ClipPair, model=None, *, vshift: int = VSHIFT, batch_size:
     if model is None:
         from generation.metrics.syncnet_weights import load_syncnet_v2
 
-        try:
-            model = load_syncnet_v2()
-        except weights.WeightsMissingError as exc:
-            raise MetricUnavailable(str(exc)) from exc
+        model = base.installed_or_unavailable(load_syncnet_v2)
     crops = syncnet_crops(pair.generated, pair.face_boxes, model.config.crop_size)
     result = lse(crops, to_int16_scale(pair.audio), model, vshift=vshift, batch_size=batch_size)
     return {"lse_d": result.lse_d, "lse_c": result.lse_c, "lse_offset": float(result.offset_frames)}
@@ -460,10 +457,7 @@ def avsync_metrics(pair: ClipPair, model=None, *, vshift: int = VSHIFT,
     if model is None:
         from generation.metrics.syncnet_weights import load_avsyncnet
 
-        try:
-            model = load_avsyncnet()
-        except weights.WeightsMissingError as exc:
-            raise MetricUnavailable(str(exc)) from exc
+        model = base.installed_or_unavailable(load_avsyncnet)
     crops = avsync_crops(pair.generated, pair.face_boxes)
     result = avsync(crops, pair.audio, model, vshift=vshift, batch_size=batch_size)
     return {"avs_d": result.avs_d, "avs_c": result.avs_c, "avs_offset": float(result.offset_frames)}

@@ -78,29 +78,11 @@ def train_all(say: Callable[[str], None] = print, *, stages: tuple[str, ...] | N
             say(f"   done in {result.seconds:.0f} s")
         if export is None:
             continue
-        source = Path(config.output_dir) / export
-        if not source.is_file():
-            raise FileNotFoundError(f"{source} is missing: train the {name} stage first")
-        if source.stat().st_size > MAX_FILE_BYTES:
-            raise RuntimeError(f"{source} is over 5 MB; the demo weights must stay small enough to commit")
-        target = WEIGHTS_DIR / f"{name}_tiny.pt"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        final = _read_last_row(Path(config.output_dir) / "metrics.csv")
+        target, entry = _publish(name, export)
         say(f"   measuring how {name}'s mouth follows held-out audio…")
-        lip_sync = held_out_lip_sync(target, architecture)
-        entries.append({
-            "name": f"demo_{name}",
-            "architecture": architecture,
-            "file": target.name,
-            "sha256": sha256(target),
-            "bytes": target.stat().st_size,
-            "config": str((CONFIG_DIR / f"{name}.toml").relative_to(REPO)),
-            "iterations": config.iterations,
-            "final_validation": {k: v for k, v in final.items() if k.startswith("val_")},
-            "held_out_lip_sync": lip_sync,
-            "command": COMMAND,
-        })
+        entry["architecture"] = architecture
+        entry["held_out_lip_sync"] = held_out_lip_sync(target, architecture)
+        entries.append(entry)
     metric_entries = [_train_metric_stage(name, export, stages, say) for name, export in METRIC_STAGES]
     MANIFEST.write_text(json.dumps({"corpus": CORPUS, "weights": entries, "metric_weights": metric_entries},
                                    indent=2) + "\n")

@@ -18,8 +18,8 @@ It writes ``tests/generation/data/fid_inception_golden.npz`` (about 40 kB):
   resize and scaling), with ``load_state_dict_from_url`` replaced by a function returning the seeded state dict;
 * ``versions``: JSON of the oracle's package versions.
 
-The recipes (:func:`seeded_state_dict`, :func:`golden_images`) are repeated in the test, which rebuilds both
-without the oracle; the sums and hashes make any drift between the two copies fail loudly.
+The test imports the recipes (:func:`seeded_state_dict`, :func:`golden_images`) from this file and rebuilds both
+without the oracle; the stored sums and hashes make any drift since the golden file was made fail loudly.
 
 torchvision 0.28.0 is a CUDA build whose C++ ops cannot load with the CPU torch; defining the schemas of its two
 ``nms`` ops before importing it (:func:`_shim_torchvision_ops`) is enough for ``torchvision.models`` to import

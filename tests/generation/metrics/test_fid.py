@@ -25,14 +25,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  #
 FAST = dataclasses.replace(inception_fid.TINY, input_size=107)  # the tiny net at a smaller input: plumbing tests
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    """Small convolutions run fastest on one thread; with two threads on a busy 2-core machine they spin and run
-    ~100x slower. Restored afterwards so other test modules keep their setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def relu_features(rng, n: int, dim: int, mixing: np.ndarray, scale: float = 1.0, shift: float = 0.3) -> np.ndarray:

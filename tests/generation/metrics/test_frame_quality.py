@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from generation import media
 from generation import perceptual_weights as pw
+from tests.generation.metrics.conftest import astronaut_clip
 from generation.metrics import frame_quality as fq
 from generation.metrics import image, regions
 from generation.metrics.base import ClipPair, MetricUnavailable
@@ -41,21 +41,12 @@ def pair_of(generated, reference, boxes=None) -> ClipPair:
     return ClipPair(generated, reference, SILENCE, 25.0, face_boxes=boxes)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The values do not depend on the thread count; on a shared 2-core machine torch's per-op thread barriers
-    make the many small ops of SSIM many times slower, so these tests run single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def face_clip() -> np.ndarray:
     """Three 256 x 256 frames of a real face (skimage's astronaut), moving 2 px per frame."""
-    photo = skdata.astronaut()
-    return np.stack([photo[0:256, 96 - 2 * k:352 - 2 * k] for k in range(3)])
+    return astronaut_clip(3, step_px=2)
 
 
 @pytest.fixture(scope="module")

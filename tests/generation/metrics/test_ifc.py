@@ -5,28 +5,20 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from skimage import data as skdata
 
+from tests.generation.metrics.conftest import astronaut_clip
 from generation.metrics import ifc, regions
 from generation.metrics.base import ClipPair, MetricUnavailable
 
 SILENCE = np.zeros(1600, dtype=np.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def face_clip() -> np.ndarray:
     """Eight 256 x 256 frames of a real face (skimage's astronaut) drifting 1 px per frame."""
-    photo = skdata.astronaut()
-    return np.stack([photo[0:256, 100 - k:356 - k] for k in range(8)])
+    return astronaut_clip(8, step_px=1, x0=100)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from skimage import data as skdata
 
 from generation import faces, nets
+from tests.generation.metrics.conftest import astronaut_clip
 from generation.metrics import regions
 from generation.metrics.base import ClipPair, MetricUnavailable
 from generation.pipeline import LipSyncPipeline
@@ -18,8 +18,7 @@ SILENCE = np.zeros(1600, dtype=np.float32)
 @pytest.fixture(scope="module")
 def face_clip() -> np.ndarray:
     """Three 256 x 256 frames of a real face (skimage's astronaut), the head moving 3 px to the right per frame."""
-    photo = skdata.astronaut()
-    return np.stack([photo[0:256, 96 - 3 * k:352 - 3 * k] for k in range(3)])
+    return astronaut_clip(3, step_px=3)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +18,11 @@ import torch.nn.functional as F
 from generation.nets import inception_fid
 from generation.weights import WeightsMismatchError, strict_load
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "fid_inception_golden.npz"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    """Small convolutions run fastest on one thread; with two threads on a busy 2-core machine they spin and run
-    ~100x slower. Restored afterwards so other test modules keep their setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 # ---------------------------------------------------------------------------------------------------------------
 # The released layout of pt_inception-2015-12-05-6726825d.pth, written out by hand from torchvision's
@@ -223,50 +217,26 @@ def test_features_are_deterministic_and_independent_of_the_batch():
 # file's state sums and image hashes check that the copies still agree.
 # ---------------------------------------------------------------------------------------------------------------
 
-GOLDEN_SEED = 20151205
-GOLDEN_INPUTS = {"small": (64, 96, 2, 1), "large": (331, 301, 1, 2)}  # name: (height, width, count, salt)
 GOLDEN_RTOL = 1e-4
 
 
-def seeded_state_dict(layout: dict[str, tuple[int, ...]], seed: int = GOLDEN_SEED) -> dict[str, torch.Tensor]:
-    state = {}
-    for key, shape in layout.items():
-        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0, dtype=torch.long)
-            continue
-        if key.endswith("conv.weight"):
-            values = rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
-        elif key.endswith("running_var"):
-            values = rng.uniform(0.5, 1.5, shape)
-        elif key.endswith("bn.weight"):
-            values = 1.0 + 0.1 * rng.standard_normal(shape)
-        elif key.endswith(("bn.bias", "running_mean")):
-            values = 0.1 * rng.standard_normal(shape)
-        elif key == "fc.weight":
-            values = 0.01 * rng.standard_normal(shape)
-        elif key == "fc.bias":
-            values = np.zeros(shape)
-        else:
-            raise KeyError(f"no recipe for {key}")
-        state[key] = torch.from_numpy(np.asarray(values, dtype=np.float32))
-    return state
+def _golden_recipes():
+    """The recipes of scripts/golden/make_fid_golden.py (which made the golden file with pytorch-fid itself), imported
+    from the script so that the weights and images rebuilt here are the ones the oracle saw; the sums and hashes
+    stored in the golden file check that nothing drifted since."""
+    path = Path(__file__).resolve().parents[3] / "scripts" / "golden" / "make_fid_golden.py"
+    spec = importlib.util.spec_from_file_location("make_fid_golden", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def golden_images(height: int, width: int, count: int, salt: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width].astype(np.int64)
-    images = np.empty((count, height, width, 3), dtype=np.uint8)
-    for n in range(count):
-        for c in range(3):
-            k = salt * 7 + n * 3 + c
-            ramp = (x * (3 + k % 5) + y * (2 + k % 3) + 40 * k) % 256
-            texture = ((x * 73856093) ^ (y * 19349663) ^ (k * 83492791)) % 97
-            images[n, :, :, c] = ((ramp + texture) % 256).astype(np.uint8)
-    return images
-
-
-def to_unit_batch(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div(255)
+_recipes = _golden_recipes()
+GOLDEN_SEED = _recipes.SEED
+GOLDEN_INPUTS = _recipes.GOLDEN_INPUTS
+seeded_state_dict = _recipes.seeded_state_dict
+golden_images = _recipes.golden_images
+to_unit_batch = _recipes.to_unit_batch
 
 
 @pytest.fixture(scope="module")
