@@ -17,6 +17,7 @@ hidden reference of the same source and audio, so the numbers describe exactly w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from generation import media, render
@@ -109,16 +110,21 @@ def request_metrics(clips: Iterable[Clip], groups: Sequence[str] | None = None, 
             continue
         ready.append(clip)
         conditions[clip.condition_id] = clip.condition
+    # Clip by clip (all groups of a clip in a row): consecutive runs then reuse the decoded clip and its ground
+    # truth (see _decoded), in a worker and in the embedded mode alike.
     with transaction.atomic():
-        for group in wanted:
-            if group.level == "clip":
-                for clip in ready:
+        for clip in ready:
+            fingerprint = clip_fingerprint(clip)
+            for group in wanted:
+                if group.level == "clip":
                     run, _ = MetricRun.objects.get_or_create(clip=clip, group=group.key)
-                    _queue_if_stale(run, group, clip_fingerprint(clip), force, summary)
-            else:
-                for condition in conditions.values():
+                    _queue_if_stale(run, group, fingerprint, force, summary)
+        for condition in conditions.values():
+            fingerprint = condition_fingerprint(condition_clips(condition))
+            for group in wanted:
+                if group.level == "condition":
                     run, _ = MetricRun.objects.get_or_create(condition=condition, group=group.key)
-                    _queue_if_stale(run, group, condition_fingerprint(condition_clips(condition)), force, summary)
+                    _queue_if_stale(run, group, fingerprint, force, summary)
     return summary
 
 
@@ -172,16 +178,28 @@ def _media_file(clip: Clip) -> Path:
     return Path(clip.file.path)
 
 
+@functools.lru_cache(maxsize=4)
+def _decoded(path: str, sha256: str) -> tuple[np.ndarray, float, np.ndarray]:
+    """(frames, fps, audio) of a delivery file. A handful are kept: every metric group of a clip needs the clip and
+    its ground truth, and one ground truth serves every condition of its source. Keyed by content, so a replaced
+    file is decoded again. Read-only: callers get copies (:func:`load_pair`), a few ms against ffmpeg's decode."""
+    frames, fps = media.read_video(path)
+    audio = media.read_audio(path, SAMPLE_RATE)
+    frames.flags.writeable = audio.flags.writeable = False
+    return frames, fps, audio
+
+
 def load_pair(clip: Clip, *, with_faces: bool) -> ClipPair:
     """Decode a clip and its ground truth (cut to the shorter), with face boxes from the ground truth."""
-    generated, fps = media.read_video(_media_file(clip))
-    audio = media.read_audio(_media_file(clip), SAMPLE_RATE)
+    generated, fps, audio = _decoded(str(_media_file(clip)), clip.sha256)
+    generated, audio = generated.copy(), audio.copy()
     reference = None
     ref_clip = ground_truth_of(clip)
     if ref_clip is clip:
         reference = generated
     elif ref_clip is not None:
-        reference, ref_fps = media.read_video(_media_file(ref_clip))
+        reference, ref_fps, _ = _decoded(str(_media_file(ref_clip)), ref_clip.sha256)
+        reference = reference.copy()
         if abs(ref_fps - fps) > 1e-3 or reference.shape[1:] != generated.shape[1:]:
             raise MetricUnavailable(f"the ground truth ({ref_fps:g} fps, {reference.shape[2]}x{reference.shape[1]}) "
                                     f"and the clip ({fps:g} fps, {generated.shape[2]}x{generated.shape[1]}) differ "
@@ -393,7 +411,7 @@ CONDITION_TABLE_COLUMNS = ["condition", "metric", "label", "mean", "sd", "n", "n
                            "level", "detail"]
 
 
-def condition_metric_table(clips) -> pd.DataFrame:
+def condition_metric_table(clips: QuerySet) -> pd.DataFrame:
     """Per condition and metric: the mean and SD of clip values over ``clips`` (and the condition-level values
     such as FID, computed over all the condition's clips), with how many clips had no value and why."""
     long = clip_metrics_frame(clips)
@@ -409,8 +427,7 @@ def condition_metric_table(clips) -> pd.DataFrame:
                          mean=ok.mean() if len(ok) else math.nan, sd=ok.std(ddof=1) if len(ok) > 1 else math.nan,
                          n=len(ok), n_unavailable=len(group) - len(ok), higher_is_better=definition.higher_is_better,
                          level="clip", detail="; ".join(reasons)[:500]))
-    condition_ids = Clip.objects.filter(pk__in=clips.values("pk") if hasattr(clips, "values") else [c.pk for c in clips]
-                                        ).values("condition_id")
+    condition_ids = Clip.objects.filter(pk__in=clips.values("pk")).values("condition_id")
     for cm in ConditionMetric.objects.filter(condition_id__in=condition_ids).select_related("condition"):
         try:
             definition = catalog.metric_def(cm.name)
@@ -424,7 +441,7 @@ def condition_metric_table(clips) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CONDITION_TABLE_COLUMNS)
 
 
-def seeds_table(clips) -> pd.DataFrame:
+def seeds_table(clips: QuerySet) -> pd.DataFrame:
     """The seeds' metric table: Method | SSIM | PSNR | FID | IFC | LMD | LSE-C | LSE-D, one row per condition
     (NaN where a metric is unavailable; see :func:`condition_metric_table` for why)."""
     table = condition_metric_table(clips)
@@ -436,9 +453,9 @@ def seeds_table(clips) -> pd.DataFrame:
     return out
 
 
-def run_status_counts(clips) -> list[dict]:
+def run_status_counts(clips: QuerySet) -> list[dict]:
     """Metric runs of these clips (and of their conditions) by group and status, for progress displays."""
-    ids = list(clips.values_list("pk", flat=True)) if hasattr(clips, "values_list") else [c.pk for c in clips]
+    ids = clips.values("pk")
     conditions = Clip.objects.filter(pk__in=ids).values("condition_id")
     runs = MetricRun.objects.filter(Q(clip_id__in=ids) | Q(condition_id__in=conditions))
     counts: dict[str, dict[str, int]] = {}

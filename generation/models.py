@@ -20,6 +20,38 @@ def opaque_clip_name() -> str:
     return f"{secrets.token_hex(16)}.mp4"
 
 
+
+class LeasedClaim:
+    """A row workers take with a lease: a conditional update only one process can win, so a redelivered or
+    duplicated task never works on it twice at the same time, and a row left claimed by a worker that died can
+    be taken again once its lease ran out (which is what makes an acks_late redelivery finish the work)."""
+
+    CLAIMED, BUSY, GONE = "claimed", "busy", "gone"  # outcomes of claim_step()
+
+    # The model declares status, attempts, claimed_until and updated_at.
+    def claim_step(self, from_status: str, to_status: str) -> str:
+        """Move the row from ``from_status`` to ``to_status`` for this worker.
+
+        Returns ``CLAIMED``; ``BUSY`` while another worker's lease on ``to_status`` is still live (the caller
+        should come back when it runs out); or ``GONE`` when the row has moved past this step.
+        """
+        now = timezone.now()
+        lease = now + timedelta(seconds=settings.SYNCMOS_JOB_LEASE_SECONDS)
+        won = type(self).objects.filter(
+            Q(status=from_status) | Q(status=to_status, claimed_until__lt=now), pk=self.pk
+        ).update(status=to_status, claimed_until=lease, attempts=F("attempts") + 1, updated_at=now)
+        self.refresh_from_db()
+        if won:
+            return self.CLAIMED
+        return self.BUSY if self.status == to_status else self.GONE
+
+    def lease_left(self) -> float:
+        """Seconds until the current claim expires (0 when unclaimed or expired)."""
+        if self.claimed_until is None:
+            return 0.0
+        return max(0.0, (self.claimed_until - timezone.now()).total_seconds())
+
+
 class Audio(models.Model):
     """A driving audio track (speech), 16 kHz mono WAV as stored."""
 
@@ -242,7 +274,7 @@ class GenerationJob(models.Model):
         return (self.n_done + self.n_failed) / self.n_total if self.n_total else 0.0
 
 
-class Clip(models.Model):
+class Clip(LeasedClaim, models.Model):
     """One stimulus: a condition applied to a source face with a driving audio, in the delivery profile."""
 
     PENDING = "pending"
@@ -251,7 +283,6 @@ class Clip(models.Model):
     NORMALIZING = "normalizing"
     READY = "ready"
     FAILED = "failed"
-    CLAIMED, BUSY, GONE = "claimed", "busy", "gone"  # outcomes of claim()
     STATUS_CHOICES = [
         (PENDING, "pending"), (RENDERING, "rendering raw frames"), (RENDERED, "raw frames ready"),
         (NORMALIZING, "normalizing"), (READY, "ready"), (FAILED, "failed"),
@@ -299,28 +330,8 @@ class Clip(models.Model):
         return f"work/clip-{self.pk}"
 
     def claim(self, from_status: str, to_status: str) -> str:
-        """Take this row for one worker with a conditional update that only one process can win.
-
-        Returns ``CLAIMED``; ``BUSY`` while another worker's lease on ``to_status`` is still live (the
-        caller should come back when it runs out); or ``GONE`` when the row has moved past this step.
-        A row left in ``to_status`` by a worker that died can be taken again once its lease ran out,
-        which is what makes a redelivered (acks_late) task finish the work instead of skipping it.
-        """
-        now = timezone.now()
-        lease = now + timedelta(seconds=settings.SYNCMOS_JOB_LEASE_SECONDS)
-        won = Clip.objects.filter(
-            Q(status=from_status) | Q(status=to_status, claimed_until__lt=now), pk=self.pk
-        ).update(status=to_status, claimed_until=lease, attempts=F("attempts") + 1, updated_at=now)
-        self.refresh_from_db()
-        if won:
-            return self.CLAIMED
-        return self.BUSY if self.status == to_status else self.GONE
-
-    def lease_left(self) -> float:
-        """Seconds until the current claim expires (0 when unclaimed or expired)."""
-        if self.claimed_until is None:
-            return 0.0
-        return max(0.0, (self.claimed_until - timezone.now()).total_seconds())
+        """Take this clip for one step (:meth:`LeasedClaim.claim_step`)."""
+        return self.claim_step(from_status, to_status)
 
 
 class MetricValue(models.Model):
@@ -376,7 +387,7 @@ class ConditionMetric(MetricValue):
         ]
 
 
-class MetricRun(models.Model):
+class MetricRun(LeasedClaim, models.Model):
     """One unit of metric work: a metric group (see generation.metrics.catalog) on one clip or one condition.
 
     The row is what a worker claims (a lease, like Clip.claim), so a redelivered or duplicated task never does
@@ -426,18 +437,5 @@ class MetricRun(models.Model):
         return f"{self.group} on {target} ({self.status})"
 
     def claim(self) -> str:
-        """Take the run for this worker (Clip.CLAIMED / BUSY / GONE, with Clip.claim's lease semantics)."""
-        now = timezone.now()
-        lease = now + timedelta(seconds=settings.SYNCMOS_JOB_LEASE_SECONDS)
-        won = MetricRun.objects.filter(
-            Q(status=self.PENDING) | Q(status=self.RUNNING, claimed_until__lt=now), pk=self.pk
-        ).update(status=self.RUNNING, claimed_until=lease, attempts=F("attempts") + 1, updated_at=now)
-        self.refresh_from_db()
-        if won:
-            return Clip.CLAIMED
-        return Clip.BUSY if self.status == self.RUNNING else Clip.GONE
-
-    def lease_left(self) -> float:
-        if self.claimed_until is None:
-            return 0.0
-        return max(0.0, (self.claimed_until - timezone.now()).total_seconds())
+        """Take the run for this worker (:meth:`LeasedClaim.claim_step` from pending to running)."""
+        return self.claim_step(self.PENDING, self.RUNNING)

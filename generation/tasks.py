@@ -89,19 +89,25 @@ def normalize_clip(self, clip_id: int) -> None:
 
 def _claimed(task, clip: Clip, from_status: str, to_status: str) -> bool:
     """Claim the clip for this step; if another worker's lease is live, come back when it ends."""
-    outcome = clip.claim(from_status, to_status)
-    if outcome == Clip.BUSY and not task.request.is_eager:
-        # A redelivery while the first worker may still be at it (or died holding the claim).
-        raise task.retry(countdown=clip.lease_left() + 1, max_retries=None)
-    if outcome == Clip.BUSY:
-        log.warning("clip %s is claimed by another process until %s; leaving it", clip.pk, clip.claimed_until)
-    if outcome == Clip.CLAIMED and clip.attempts > settings.SYNCMOS_MAX_CLIP_CLAIMS:
-        # Claimed that often, the clip keeps taking its worker down (out of memory, a native crash):
-        # stop handing it out, so one bad input cannot kill worker after worker.
-        _fail(clip, render.RenderError(f"workers stopped {clip.attempts - 1} times while making this clip "
-                                       "(out of memory or a crash?); not retried again"))
+    return _took(task, clip, clip.claim(from_status, to_status), give_up=lambda message: _fail(
+        clip, render.RenderError(f"{message} while making this clip (out of memory or a crash?); not retried again")))
+
+
+def _took(task, row, outcome: str, give_up) -> bool:
+    """What a task does with the outcome of a lease claim (models.LeasedClaim) on ``row``.
+
+    BUSY: a redelivery while the first worker may still be at it (or died holding the claim) comes back when the
+    lease runs out. A row claimed more than SYNCMOS_MAX_CLIP_CLAIMS times keeps taking its worker down (out of
+    memory, a native crash): ``give_up`` fails it, so one bad input cannot kill worker after worker.
+    """
+    if outcome == row.BUSY and not task.request.is_eager:
+        raise task.retry(countdown=row.lease_left() + 1, max_retries=None)
+    if outcome == row.BUSY:
+        log.warning("%s is claimed by another process until %s; leaving it", row, row.claimed_until)
+    if outcome == row.CLAIMED and row.attempts > settings.SYNCMOS_MAX_CLIP_CLAIMS:
+        give_up(f"workers stopped {row.attempts - 1} times")
         return False
-    return outcome == Clip.CLAIMED
+    return outcome == row.CLAIMED
 
 
 def _retry_or_fail(task, clip: Clip, exc: Exception, *, held: str, back_to: str) -> None:
@@ -142,14 +148,8 @@ def _run_metrics(task, run_id: int, compute) -> None:
     run = MetricRun.objects.filter(pk=run_id).first()
     if run is None:
         return
-    outcome = run.claim()
-    if outcome == Clip.BUSY and not task.request.is_eager:
-        raise task.retry(countdown=run.lease_left() + 1, max_retries=None)
-    if outcome != Clip.CLAIMED:
-        return
-    if run.attempts > settings.SYNCMOS_MAX_CLIP_CLAIMS:
-        metric_services.fail_run(run_id, f"workers stopped {run.attempts - 1} times on this run (out of memory or a "
-                                         "crash?); not retried again")
+    if not _took(task, run, run.claim(), give_up=lambda message: metric_services.fail_run(
+            run_id, f"{message} on this run (out of memory or a crash?); not retried again")):
         return
     try:
         compute(run, task.request.hostname or "in-process")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from analysis.data import ratings_frame
 from analysis.mos import mos_table
 from generation import metric_services
@@ -62,6 +64,6 @@ def seeds_table_rows(clips) -> dict:
     """The seeds' metric table for a template: header labels and one row of formatted cells per condition."""
     table = metric_services.seeds_table(clips)
     labels = [c for c in table.columns if c != "Method"]
-    rows = [{"method": r["Method"], "cells": [None if r[c] != r[c] else r[c] for c in labels]}
+    rows = [{"method": r["Method"], "cells": [None if pd.isna(r[c]) else r[c] for c in labels]}
             for r in table.to_dict("records")]
     return {"labels": labels, "rows": rows}

@@ -110,15 +110,16 @@ class Command(BaseCommand):
         return study
 
     @contextlib.contextmanager
-    def _progress_report(self):
+    def _progress_report(self, task_prefix: str = "generation.normalize_clip", every: int = 10,
+                         what: str = "clips encoded"):
         """Print progress while in-process tasks run (workers report through the job row instead)."""
         done = []
 
         def report(sender=None, **kwargs):
-            if sender is not None and sender.name == "generation.normalize_clip":
+            if sender is not None and sender.name.startswith(task_prefix):
                 done.append(1)
-                if len(done) % 10 == 0:
-                    self.stdout.write(f"   {len(done)} clips encoded…")
+                if len(done) % every == 0:
+                    self.stdout.write(f"   {len(done)} {what}…")
 
         trace_logger = logging.getLogger("celery.app.trace")
         level = trace_logger.level
@@ -145,23 +146,8 @@ class Command(BaseCommand):
         self.stdout.write(f"   Objective metrics of {clips.count()} clips "
                           f"({'computing now' if settings.CELERY_TASK_ALWAYS_EAGER else 'queued to the workers'})…")
         started = time.monotonic()
-        done = []
-
-        def report(sender=None, **kwargs):
-            if sender is not None and sender.name.startswith("generation.compute_"):
-                done.append(1)
-                if len(done) % 50 == 0:
-                    self.stdout.write(f"   {len(done)} metric runs done…")
-
-        task_postrun.connect(report)
-        trace_logger = logging.getLogger("celery.app.trace")
-        level = trace_logger.level
-        trace_logger.setLevel(logging.WARNING)
-        try:
+        with self._progress_report("generation.compute_", every=50, what="metric runs done"):
             summary = metric_services.request_metrics(clips)
-        finally:
-            task_postrun.disconnect(report)
-            trace_logger.setLevel(level)
         self.stdout.write(f"   {summary} ({time.monotonic() - started:.0f} s).")
         if settings.CELERY_TASK_ALWAYS_EAGER:
             table = metric_services.seeds_table(clips)
