@@ -4,12 +4,14 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from analysis import services as analysis_services
+from analysis.models import StudyReport
 from generation import metric_services
 from studyapp import exports
 from studyapp.models import Assignment, Participant, PlaybackEvent, Rating, Scale, Study, StudyClip
@@ -42,16 +44,16 @@ class StudyAdmin(admin.ModelAdmin):
     list_display = ["title", "status", "method", "clip_count", "completed_count", "participant_link", "created_at"]
     list_filter = ["status", "method"]
     search_fields = ["title"]
-    readonly_fields = ["public_id", "participant_link", "results_links", "created_at"]
+    readonly_fields = ["public_id", "participant_link", "results_links", "analysis_report", "created_at"]
     fieldsets = [
-        (None, {"fields": ["title", "status", "method", "participant_link", "results_links"]}),
+        (None, {"fields": ["title", "status", "method", "participant_link", "results_links", "analysis_report"]}),
         ("Participant texts", {"fields": ["consent_text", "instructions"]}),
         ("Design", {"fields": ["clips_per_participant", "ratings_per_clip", "session_timeout_minutes", "seed"]}),
         ("Completion", {"fields": ["completion_code", "completion_url"]}),
         ("Record", {"fields": ["public_id", "created_at"], "classes": ["collapse"]}),
     ]
     inlines = [ScaleInline, StudyClipInline]
-    actions = ["open_studies", "close_studies", "compute_metrics"]
+    actions = ["open_studies", "close_studies", "compute_metrics", "build_analysis_report"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def get_queryset(self, request):
@@ -81,12 +83,37 @@ class StudyAdmin(admin.ModelAdmin):
             return "–"
         return format_html(
             '<a href="{}">MOS table</a> · <a href="{}">MOS CSV</a> · <a href="{}">raw ratings CSV</a> · '
-            '<a href="{}">objective metrics</a>',
+            '<a href="{}">objective metrics</a> · <a href="{}">analysis reports</a> · <a href="{}">planning</a>',
             reverse("admin:studyapp_study_mos", args=[obj.pk]),
             reverse("admin:studyapp_study_mos_csv", args=[obj.pk]),
             reverse("admin:studyapp_study_ratings_csv", args=[obj.pk]),
             reverse("admin:studyapp_study_metrics", args=[obj.pk]),
+            reverse("admin:studyapp_study_reports", args=[obj.pk]),
+            reverse("admin:studyapp_study_planning", args=[obj.pk]),
         )
+
+    @admin.display(description="analysis report")
+    def analysis_report(self, obj: Study) -> str:
+        if not obj.pk:
+            return "–"
+        done = analysis_services.latest_report(obj, done=True)
+        latest = analysis_services.latest_report(obj)
+        parts = []
+        if done is not None:
+            parts.append(format_html(
+                'latest: <a href="{}" target="_blank" rel="noopener">report {} ({})</a> · '
+                '<a href="{}">tables (zip)</a>',
+                reverse("admin:studyapp_study_report_file", args=[obj.pk, done.pk, "html"]), done.pk,
+                done.finished_at.strftime("%Y-%m-%d %H:%M") if done.finished_at else "",
+                reverse("admin:studyapp_study_report_file", args=[obj.pk, done.pk, "zip"])))
+        if latest is not None and latest != done:
+            parts.append(format_html("report {} is {}{}", latest.pk, latest.get_status_display(),
+                                     f": {latest.error[:200]}" if latest.error else ""))
+        if not parts:
+            parts.append(format_html("none yet"))
+        parts.append(format_html('<a href="{}">all reports / build one</a>',
+                                 reverse("admin:studyapp_study_reports", args=[obj.pk])))
+        return format_html(" · ".join(["{}"] * len(parts)), *parts)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
@@ -101,7 +128,65 @@ class StudyAdmin(admin.ModelAdmin):
             path("<int:pk>/ratings.csv", view(self.ratings_csv_view), name="studyapp_study_ratings_csv"),
             path("<int:pk>/metrics/", view(self.metrics_view), name="studyapp_study_metrics"),
             path("<int:pk>/metrics-<str:kind>.csv", view(self.metrics_csv_view), name="studyapp_study_metrics_csv"),
+            path("<int:pk>/reports/", view(self.reports_view), name="studyapp_study_reports"),
+            path("<int:pk>/reports/<int:report_id>/<str:kind>", view(self.report_file_view),
+                 name="studyapp_study_report_file"),
+            path("<int:pk>/planning/", view(self.planning_view), name="studyapp_study_planning"),
         ] + super().get_urls()
+
+    def reports_view(self, request: HttpRequest, pk: int) -> TemplateResponse:
+        study = get_object_or_404(Study, pk=pk)
+        if request.method == "POST":
+            report = analysis_services.request_report(
+                study, user=request.user, reveal_conditions=bool(request.POST.get("reveal_conditions")),
+                exclude_rejected=not request.POST.get("with_rejected"))
+            self.message_user(request, f"Analysis report {report.pk} queued.", messages.SUCCESS)
+            return redirect(reverse("admin:studyapp_study_reports", args=[pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Analysis reports — {study.title}",
+            "study": study,
+            "reports": StudyReport.objects.filter(study=study).order_by("-created_at", "-id")[:50],
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/analysis/study_reports.html", context)
+
+    def report_file_view(self, request: HttpRequest, pk: int, report_id: int, kind: str) -> FileResponse:
+        stored = get_object_or_404(StudyReport, pk=report_id, study_id=pk)
+        if kind not in analysis_services.REPORT_FILES:
+            raise Http404("unknown report file")
+        path = analysis_services.report_file(stored, kind)
+        if path is None:
+            raise Http404("this report has no such file (not built yet, failed, or removed)")
+        if kind == "html":
+            response = FileResponse(open(path, "rb"), content_type="text/html; charset=utf-8")
+            # The page is self-contained: no script, no fetch, images only as data: URIs.
+            response["Content-Security-Policy"] = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+        else:
+            response = FileResponse(open(path, "rb"), as_attachment=True,
+                                    filename=f"study-{pk}-report-{stored.pk}-tables.zip",
+                                    content_type="application/zip")
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+    def planning_view(self, request: HttpRequest, pk: int) -> TemplateResponse:
+        study = get_object_or_404(Study, pk=pk)
+        params, errors = _planning_params(request.GET)
+        result = analysis_services.study_planning(study, **params)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Planning — {study.title}",
+            "study": study,
+            "params": params,
+            "errors": errors,
+            "rows": result["rows"],
+            "notes": result["notes"],
+            "figure": result["figure"],
+            "n_ratings": result["n_ratings"],
+            "confidence_percent": "95%",
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/analysis/study_planning.html", context)
 
     def metrics_view(self, request: HttpRequest, pk: int) -> TemplateResponse:
         study = get_object_or_404(Study, pk=pk)
@@ -172,10 +257,49 @@ class StudyAdmin(admin.ModelAdmin):
         summary = metric_services.request_metrics(clips)
         self.message_user(request, f"Objective metrics: {summary}.", messages.SUCCESS)
 
+    @admin.action(description="Build analysis report")
+    def build_analysis_report(self, request: HttpRequest, queryset):
+        reports = [analysis_services.request_report(study, user=request.user) for study in queryset]
+        self.message_user(request, f"Queued {len(reports)} analysis report(s) (blind labels, rejected participants "
+                                   "left out); open a study's \"analysis reports\" page for the files.",
+                          messages.SUCCESS)
+
     @admin.action(description="Close selected studies")
     def close_studies(self, request: HttpRequest, queryset):
         n = queryset.update(status=Study.CLOSED)
         self.message_user(request, f"Closed {n} studies.", messages.SUCCESS)
+
+
+PLANNING_LIMITS = {"half_width": (0.001, 5.0), "difference": (0.001, 5.0), "alpha": (0.0001, 0.5),
+                   "power": (0.05, 0.9999)}
+
+
+def _planning_params(query) -> tuple[dict, list[str]]:
+    """The planning page's GET parameters, validated; a bad value falls back to its default with a message."""
+    params: dict = dict(analysis_services.PLANNING_DEFAULTS)
+    errors = []
+    for name, (low, high) in PLANNING_LIMITS.items():
+        raw = query.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            errors.append(f"{name}: {raw!r} is not a number; using {params[name]}")
+            continue
+        if not low <= value <= high:
+            errors.append(f"{name}: {value} is outside [{low}, {high}]; using {params[name]}")
+            continue
+        params[name] = value
+    for name in ("n_clips", "clips_per_participant"):
+        raw = query.get(name, "").strip()
+        params[name] = None
+        if raw:
+            if raw.isdigit() and int(raw) >= 1:
+                params[name] = int(raw)
+            else:
+                errors.append(f"{name}: {raw!r} is not a positive whole number; using this study's design")
+    return params, errors
 
 
 def _csv_response(text: str, filename: str) -> HttpResponse:

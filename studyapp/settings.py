@@ -229,6 +229,7 @@ CELERY_TASK_ROUTES = {
     "generation.render_raw_clip": {"queue": "gpu"},
     "generation.normalize_clip": {"queue": "cpu"},
     "generation.start_job": {"queue": "cpu"},
+    "analysis.build_study_report": {"queue": "cpu"},
 }
 # A task a dead worker left unacknowledged is handed out again once it is this many seconds old;
 # workers look for such tasks about every 10 s × CELERY_UNACKED_RESTORE_THROTTLE.
