@@ -16,7 +16,7 @@ from analysis.agreement import (
     normalize_icc_table,
     split_half_reliability,
 )
-from tests.analysis.test_screening import nflx_frame
+from tests.analysis.datasets import nflx_frame
 
 FORMS = ["icc_1_1", "icc_a_1", "icc_c_1", "icc_1_k", "icc_a_k", "icc_c_k"]
 nan = np.nan

@@ -14,7 +14,7 @@ import pytest
 from analysis import exports
 from analysis.mos import dmos_table, mos_table
 from analysis.report import ReportOptions, build_report
-from tests.analysis.test_report import NAMES, synthetic_metrics, synthetic_ratings
+from tests.analysis.datasets import NAMES, synthetic_metrics, synthetic_ratings
 
 FAST = dict(n_boot=100, n_splits=50)
 

@@ -22,50 +22,7 @@ from analysis.report import (
 )
 from analysis.screening import screen_participants
 from analysis.subject_model import fit_subject_model
-
-NAMES = ["Hidden reference (ground truth)", "Wav2Lip GAN checkpoint", "LipGAN baseline", "frozen_mouth control"]
-KINDS = ["reference", "model", "model", "control"]
-QUALITY = [1.3, 0.5, -0.4, -1.2]
-SCALES = ("sync", "visual", "overall")
-
-
-def synthetic_ratings(n_participants: int = 14, n_contents: int = 6, per_participant: int = 16, seed: int = 0,
-                      conditions=NAMES, kinds=KINDS, quality=QUALITY, straight_liners: int = 0) -> pd.DataFrame:
-    """A small ACR study: every condition on every content (clip = condition × content), each participant rating a
-    random subset of the clips on every scale; ratings = 3 + condition quality + content + clip + bias + noise.
-    The last ``straight_liners`` participants answer 3 to everything."""
-    rng = np.random.default_rng(seed)
-    n_conditions = len(conditions)
-    n_clips = n_conditions * n_contents
-    clip_condition = np.repeat(np.arange(n_conditions), n_contents)
-    clip_content = np.tile(np.arange(n_contents), n_conditions)
-    clip_effect = rng.normal(0.0, 0.25, n_clips) + rng.normal(0.0, 0.2, n_contents)[clip_content]
-    rows = []
-    for p in range(n_participants):
-        bias = rng.normal(0.0, 0.3)
-        for clip in rng.choice(n_clips, size=min(per_participant, n_clips), replace=False):
-            k = clip_condition[clip]
-            for s, scale in enumerate(SCALES):
-                latent = 3.0 + quality[k] * (1.0 - 0.2 * s) + clip_effect[clip] + bias + rng.normal(0.0, 0.6)
-                value = 3 if p >= n_participants - straight_liners else int(np.clip(np.rint(latent), 1, 5))
-                rows.append({"participant": 100 + p, "clip": 1000 + int(clip), "condition": conditions[k],
-                             "condition_kind": kinds[k], "content": f"content-{clip_content[clip]}", "scale": scale,
-                             "rating": value})
-    return pd.DataFrame(rows)
-
-
-def synthetic_metrics(ratings: pd.DataFrame, seed: int = 1) -> pd.DataFrame:
-    """Per clip: 'tracker' follows the clip's mean rating, 'fid' falls with it (lower is better), 'noise' is
-    unrelated, and 'psnr' is infinite on the hidden reference (a clip compared with itself)."""
-    rng = np.random.default_rng(seed)
-    clips = ratings.groupby("clip").agg(mean=("rating", "mean"), kind=("condition_kind", "first")).reset_index()
-    return pd.DataFrame({
-        "clip": clips["clip"], "tracker": clips["mean"] + rng.normal(0.0, 0.15, len(clips)),
-        "fid": 40.0 - 6.0 * clips["mean"] + rng.normal(0.0, 1.0, len(clips)),
-        "noise": rng.normal(0.0, 1.0, len(clips)),
-        "psnr": np.where(clips["kind"] == "reference", np.inf, 25.0 + rng.normal(0.0, 1.0, len(clips))),
-    })
-
+from tests.analysis.datasets import NAMES, SCALES, synthetic_metrics, synthetic_ratings
 
 FAST = dict(n_boot=200, n_splits=100)
 
