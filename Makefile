@@ -31,7 +31,13 @@ bench-analysis: install
 	$(PY) benchmarks/bench_analysis_agreement.py
 	$(PY) benchmarks/bench_analysis_models.py
 
-.PHONY: demo demo-weights bench-training bench-metrics bench-analysis test bench install system-deps services services-stop worker-gpu worker-cpu web clean
+# Load: 200 simulated participants at once against gunicorn + PostgreSQL on loopback (a throwaway database):
+# no rating lost or doubled, no 5xx; p50/p99 of the rating POST against a trivial view on the same server.
+bench-load: install
+	$(SERVICES) start >/dev/null
+	eval "$$($(SERVICES) env)" && $(PY) benchmarks/bench_load.py
+
+.PHONY: demo demo-weights bench-training bench-metrics bench-analysis bench-load test bench install system-deps services services-stop worker-gpu worker-cpu web clean
 
 demo: install
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput

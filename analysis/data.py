@@ -13,12 +13,13 @@ RATING_COLUMNS = [
 
 
 def ratings_frame(study, *, roles: Sequence[str] = ("test",), exclude_states: Sequence[str] = ("screened_out",),
-                  with_metrics: bool = False) -> pd.DataFrame:
+                  exclude_reviews: Sequence[str] = ("rejected", "accepted"), with_metrics: bool = False) -> pd.DataFrame:
     """Every stored rating of ``study`` as one row, with the clip's condition and content.
 
     Researcher-side only: the frame names conditions, so it must never reach a participant.
-    Participants in ``exclude_states`` (screened out by default) and clips outside ``roles``
-    (practice and gold by default) are left out. With ``with_metrics`` every objective metric of the
+    Participants in ``exclude_states`` (screened out by default), participants whose review is in
+    ``exclude_reviews`` (rejected, and accepted for payment but not for use, by default; not yet reviewed
+    counts as used) and clips outside ``roles`` (practice and gold by default) are left out. With ``with_metrics`` every objective metric of the
     rated clip is joined as one more column (see :func:`study_clip_metrics`; NaN where unavailable).
     """
     from studyapp.models import Rating
@@ -26,6 +27,7 @@ def ratings_frame(study, *, roles: Sequence[str] = ("test",), exclude_states: Se
     rows = (
         Rating.objects.filter(assignment__participant__study=study, assignment__study_clip__role__in=list(roles))
         .exclude(assignment__participant__state__in=list(exclude_states))
+        .exclude(assignment__participant__review__in=list(exclude_reviews))
         .values_list(
             "assignment__participant_id", "assignment__participant__state", "assignment_id", "assignment__position",
             "assignment__study_clip__clip_id", "assignment__study_clip__clip__condition__name",

@@ -7,7 +7,10 @@ Why a delivery profile: if the clips of one model arrive as 30 fps VP9 and anoth
 raters judge the encodings as much as the models, and a file's tags or codec settings can tell a
 curious participant which system made it. ``normalize`` therefore re-encodes every stimulus to one
 frame rate, size, codec, loudness and duration alignment, and strips everything that could identify
-where it came from (study_platforms.md §4, items 8 and 13).
+where it came from (study_platforms.md §4, items 8 and 13). It also rounds the file's size up to a
+whole number of ``DELIVERY_SIZE_BLOCK`` bytes (``pad_to_block``): the size of a clip, visible in every
+HTTP response, would otherwise tell clips of one content item apart and, across items, hint at the
+condition (a frozen mouth compresses better than a talking one).
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ MIN_AUDIO_SECONDS = 0.2
 LOUDNESS_TOLERANCE_LU = 1.0
 # H.264 SEI NAL units (type 6): x264 writes its version and full settings string into one of them.
 _SEI_NAL_TYPE = 6
+# Delivery files are padded to a whole number of these (64 KiB): clips of one content item differ by
+# a few kilobytes between conditions, far less than a block, so their served sizes mostly coincide.
+# UNVERIFIED choice: no published value; large enough to hide encoder-level differences of short
+# talking-head clips (a few hundred kB), small enough to add at most 64 KiB to each download.
+DELIVERY_SIZE_BLOCK = 64 * 1024
+# ISO/IEC 14496-12 §8.1.2: a top-level "free" (or "skip") box holds bytes every reader ignores.
+_FREE_BOX_TYPES = (b"free", b"skip")
+_BOX_HEADER = 8
 
 
 class MediaError(Exception):
@@ -449,7 +460,7 @@ def measure_loudness(path: str | os.PathLike) -> dict:
 
 
 def normalize(src_path: str | os.PathLike, dst_path: str | os.PathLike,
-              profile: DeliveryProfile | None = None) -> MediaInfo:
+              profile: DeliveryProfile | None = None, *, size_block: int | None = DELIVERY_SIZE_BLOCK) -> MediaInfo:
     """Re-encode a clip into the delivery profile, with nothing left that says where it came from.
 
     Steps:
@@ -467,7 +478,9 @@ def normalize(src_path: str | os.PathLike, dst_path: str | os.PathLike,
        no encoder names (bitexact), and put ``moov`` first (fast start).
     6. Measure the delivered loudness; refuse the clip if it missed the target by more than
        ``LOUDNESS_TOLERANCE_LU`` (audio whose peaks leave no room under the ceiling).
-    7. Rename into ``dst_path``: everything is written in a temporary folder beside it, so a failure
+    7. Pad the file to a whole number of ``size_block`` bytes with a trailing ``free`` box
+       (``pad_to_block``; ``None`` leaves the size as encoded), so its size says little about it.
+    8. Rename into ``dst_path``: everything is written in a temporary folder beside it, so a failure
        never leaves a partial clip there and an older file at ``dst_path`` survives a failed run.
 
     The same input and profile give byte-identical output on this ffmpeg build.
@@ -475,7 +488,7 @@ def normalize(src_path: str | os.PathLike, dst_path: str | os.PathLike,
     Returns
     -------
     MediaInfo
-        ``probe(dst_path)``.
+        ``probe(dst_path)``; its ``size_bytes`` is the padded size (hash the file after this call).
 
     Raises
     ------
@@ -532,6 +545,8 @@ def normalize(src_path: str | os.PathLike, dst_path: str | os.PathLike,
                 f"(its peaks stand {peak_to_loudness:.0f} dB above its loudness and the ceiling is "
                 f"{profile.true_peak_db:g} dBTP); lower loudness_lufs for this job or clean the recording"
             )
+        if size_block:
+            pad_to_block(out_path, size_block)
         os.replace(out_path, dst)
     return probe(dst)
 
@@ -647,6 +662,98 @@ def _mux(video_path: str, wav_path: str, out: str, loudness: dict, n_samples: in
          *_NO_METADATA, "-flags:a", "+bitexact", "-movflags", "+faststart", out],
         what=what,
     )
+
+
+# --- size rounding of delivery files -------------------------------------------------------------
+
+
+def top_level_boxes(path: str | os.PathLike) -> list[tuple[bytes, int, int]]:
+    """The top-level boxes of an ISO-BMFF (MP4) file as ``(type, offset, size)``, in file order.
+
+    Raises ``MediaError`` unless the boxes tile the file exactly (ISO/IEC 14496-12 §4.2: a 32-bit
+    size, or 1 and a 64-bit size after the type; 0, "up to the end of the file", is refused because
+    nothing could be appended after such a box).
+    """
+    path = Path(path)
+    total = path.stat().st_size
+    boxes, offset = [], 0
+    with open(path, "rb") as fh:
+        while offset < total:
+            fh.seek(offset)
+            header = fh.read(_BOX_HEADER)
+            if len(header) < _BOX_HEADER:
+                raise MediaError(f"{path.name}: not an MP4 file (a truncated box header at byte {offset})")
+            size, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if size == 1:
+                size = int.from_bytes(fh.read(8), "big")
+            elif size == 0:
+                raise MediaError(f"{path.name}: the {kind!r} box runs to the end of the file; it cannot be padded")
+            if size < _BOX_HEADER or offset + size > total:
+                raise MediaError(f"{path.name}: not an MP4 file (box {kind!r} at byte {offset} has size {size})")
+            boxes.append((kind, offset, size))
+            offset += size
+    return boxes
+
+
+def pad_to_block(path: str | os.PathLike, block: int = DELIVERY_SIZE_BLOCK) -> int:
+    """Round an MP4 file's size up to a multiple of ``block`` bytes with a trailing top-level ``free`` box.
+
+    Every MP4 reader skips ``free`` boxes, so the padded file decodes to the same frames and samples
+    and keeps its ``moov``-first layout. A file whose size is already a multiple of ``block`` is left
+    untouched (so padding twice changes nothing); otherwise trailing ``free``/``skip`` boxes (an earlier
+    padding to another block) are replaced by one that reaches the next multiple at least a box
+    header away. The new file is written beside the old one and renamed over it, so a reader never
+    sees a half-padded file.
+
+    Parameters
+    ----------
+    path : the MP4 file, padded in place
+    block : the size quantum in bytes (at least 64)
+
+    Returns
+    -------
+    int
+        The file's size afterwards.
+
+    Raises
+    ------
+    MediaError
+        The file is not a well-formed ISO-BMFF file.
+    """
+    block = _number("block", block, int, 64, 2**30)
+    path = Path(path)
+    size = path.stat().st_size
+    if size % block == 0:
+        return size
+    boxes = top_level_boxes(path)
+    content_end = size
+    for kind, offset, _ in reversed(boxes):
+        if kind not in _FREE_BOX_TYPES:
+            break
+        content_end = offset
+    if content_end == 0:
+        raise MediaError(f"{path.name}: not an MP4 file (nothing but free boxes)")
+    target = content_end if content_end % block == 0 else -(-(content_end + _BOX_HEADER) // block) * block
+    filler = target - content_end
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pad-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            remaining = content_end
+            while remaining > 0:
+                chunk = src.read(min(1 << 20, remaining))
+                if not chunk:
+                    raise MediaError(f"{path.name}: the file shrank while it was being padded")
+                out.write(chunk)
+                remaining -= len(chunk)
+            if filler:
+                out.write(filler.to_bytes(4, "big") + b"free" + bytes(filler - _BOX_HEADER))
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
 
 
 def compress_roundtrip(frames: np.ndarray, fps: float, crf: int, preset: str = "medium") -> np.ndarray:

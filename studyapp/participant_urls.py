@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from studyapp.views import media, participant
+from studyapp.views import check, media, participant
 
 app_name = "participant"
 
@@ -12,5 +12,9 @@ urlpatterns = [
     path("p/<str:token>/start", participant.begin, name="begin"),
     path("p/<str:token>/rate", participant.rate, name="rate"),
     path("p/<str:token>/events", participant.playback, name="events"),
+    path("p/<str:token>/check", participant.environment_check, name="check"),
+    path("p/<str:token>/feedback", participant.feedback_seen, name="feedback"),
+    path("p/<str:token>/return", participant.return_study, name="return"),
     path("m/<str:signed>", media.clip_media, name="clip-media"),
+    path("c/<str:signed>", check.check_media, name="check-media"),
 ]

@@ -10,8 +10,14 @@ transaction with the participant and assignment rows locked:
    replay, nothing written); other UUIDs or other values (a second tab) → 409 with the stored
    answer, nothing written;
 4. answers 403 unless the participant is in progress, 409 unless the clip was played to its end
-   (``watched_to_end``);
-5. writes one Rating per scale, completes the assignment and, after the last one, the participant.
+   (``watched_to_end``: the main clip's events only; a DCR reference's or a pairwise B video's
+   events are stored but do not count);
+5. writes one Rating per scale and completes the assignment (with ``first_choice_ms``, the time
+   from the questions unlocking to the first answer chosen, when the page sends it); a practice or
+   gold trial gets its ``passed_check`` (``studyapp.quality``), and a gold failure beyond
+   ``study.gold_failures_allowed`` screens the participant out (the response says
+   ``screened_out``); otherwise the last trial completes the participant, after which the study
+   may close itself (``assignment.close_if_complete``).
 
 Every refusal is a ``RatingError`` raised before anything is written (or rolled back with it).
 Parsing (``parse_submission``, ``parse_events``) is pure and does the 400s for malformed input.
@@ -30,8 +36,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from generation.models import Clip
+from studyapp import assignment as assignment_rules
+from studyapp import quality
 from studyapp.models import (
-    RATING_MAX, RATING_MIN, Assignment, Participant, PlaybackEvent, Rating, Scale, new_completion_code,
+    RATING_MAX, RATING_MIN, Assignment, ExpectedAnswer, Participant, PlaybackEvent, Rating, Scale, StudyClip,
+    new_completion_code,
 )
 
 MAX_RESPONSE_TIME_MS = 2**31 - 1
@@ -43,6 +52,8 @@ ENDED_AT_SHARE = 0.9
 # … and the server received the first "play" at least this share of the clip's length before the
 # rating (server clock): a forged "ended" or an instantly scripted replay does not unlock rating.
 PLAYED_FOR_SHARE = 0.8
+# Events of the other videos on a trial page (DCR: the reference; pairwise: clip B) are telemetry only.
+NOT_THE_MAIN_CLIP = ("reference", "b")
 
 
 class RatingError(Exception):
@@ -73,6 +84,7 @@ class Submission:
     assignment: str
     answers: dict[str, Answer]
     response_time_ms: int | None = None
+    first_choice_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class Outcome:
     replay: bool
     answers: dict[str, dict]
     completed: bool
+    screened_out: bool = False
 
     @property
     def status(self) -> int:
@@ -131,13 +144,13 @@ def _answer(key: str, raw: object) -> Answer:
     return Answer(value=value, uuid=parsed)
 
 
-def _response_time(raw: object) -> int | None:
+def _milliseconds(raw: object, name: str) -> int | None:
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise _bad("response_time_ms must be a number of milliseconds.")
+        raise _bad(f"{name} must be a number of milliseconds.")
     if not 0 <= raw <= MAX_RESPONSE_TIME_MS:
-        raise _bad("response_time_ms is out of range.")
+        raise _bad(f"{name} is out of range.")
     return round(raw)
 
 
@@ -150,7 +163,8 @@ def parse_submission(body: bytes) -> Submission:
     answers = {str(key): _answer(str(key), raw) for key, raw in ratings.items()}
     if len({a.uuid for a in answers.values()}) != len(answers):
         raise _bad("Each scale's answer needs its own UUID.")
-    return Submission(_token(data), answers, _response_time(data.get("response_time_ms")))
+    return Submission(_token(data), answers, _milliseconds(data.get("response_time_ms"), "response_time_ms"),
+                      _milliseconds(data.get("first_choice_ms"), "first_choice_ms"))
 
 
 def stored_answers(assignment: Assignment) -> dict[str, dict]:
@@ -179,7 +193,7 @@ def watched_to_end(assignment: Assignment) -> bool:
     ago. A clip without a recorded duration needs only the "play" before an "ended".
     """
     duration = Clip.objects.filter(study_clips=assignment.study_clip_id).values_list("duration", flat=True).first()
-    events = assignment.playback_events.order_by("id")
+    events = assignment.playback_events.exclude(detail__in=NOT_THE_MAIN_CLIP).order_by("id")
     first_play = events.filter(kind=PlaybackEvent.PLAY).first()
     if first_play is None:
         return False
@@ -203,12 +217,36 @@ def _replay_or_conflict(participant: Participant, submission: Submission, stored
     # A replay repeats the stored answer exactly: two tabs sharing the UUIDs may still differ in the values.
     sent = {key: {"value": answer.value, "uuid": str(answer.uuid)} for key, answer in submission.answers.items()}
     if sent == stored:
-        return Outcome(replay=True, answers=stored, completed=participant.state == Participant.COMPLETED)
+        return Outcome(replay=True, answers=stored, completed=participant.state == Participant.COMPLETED,
+                       screened_out=participant.state == Participant.SCREENED_OUT)
     raise RatingError(409, "already_rated", "This clip was already rated (perhaps in another tab).", stored)
 
 
-def _write(participant: Participant, assignment: Assignment, submission: Submission, scales: dict[str, Scale]) -> bool:
-    """Store the ratings; returns whether that completed the participant."""
+def expected_answers(study_clip_id: int) -> dict[str, quality.Expected]:
+    """The expected range per scale key of a practice or gold study clip (scales without one: don't care)."""
+    rows = ExpectedAnswer.objects.filter(study_clip_id=study_clip_id).select_related("scale")
+    return {row.scale.key: quality.Expected(row.low, row.high, row.feedback) for row in rows}
+
+
+def _check(assignment: Assignment, submission: Submission) -> bool | None:
+    """A practice or gold trial's verdict (None for a test trial)."""
+    if assignment.role not in (StudyClip.ROLE_PRACTICE, StudyClip.ROLE_GOLD):
+        return None
+    given = {key: answer.value for key, answer in submission.answers.items()}
+    return quality.passed(quality.check_answers(given, expected_answers(assignment.study_clip_id)))
+
+
+def _gold_screen_out_reason(participant: Participant) -> str | None:
+    """Why the participant is screened out by their gold answers so far, or None if they are not."""
+    gold = participant.assignments.filter(role=StudyClip.ROLE_GOLD, completed_at__isnull=False)
+    failed, answered = gold.filter(passed_check=False).count(), gold.count()
+    if quality.gold_screens_out(failed, participant.study.gold_failures_allowed):
+        return quality.gold_screen_out_reason(failed, answered)
+    return None
+
+
+def _write(participant: Participant, assignment: Assignment, submission: Submission, scales: dict[str, Scale]) -> None:
+    """Store the ratings and move the assignment and the participant on (completed or screened out)."""
     now = timezone.now()
     Rating.objects.bulk_create(
         Rating(assignment=assignment, scale=scales[key], value=a.value, client_uuid=a.uuid,
@@ -217,15 +255,22 @@ def _write(participant: Participant, assignment: Assignment, submission: Submiss
     )
     assignment.completed_at = now
     assignment.started_at = assignment.started_at or now
-    assignment.save(update_fields=["completed_at", "started_at"])
+    assignment.first_choice_ms = submission.first_choice_ms
+    assignment.passed_check = _check(assignment, submission)
+    assignment.save(update_fields=["completed_at", "started_at", "first_choice_ms", "passed_check"])
     participant.last_seen_at = now
-    done = not participant.assignments.filter(completed_at__isnull=True).exists()
-    if done:
+    reason = _gold_screen_out_reason(participant) if assignment.passed_check is False else None
+    if reason is not None:
+        # A failed attention check past the allowance ends the session, even on the last trial: no code.
+        participant.state = Participant.SCREENED_OUT
+        participant.screened_out_reason = reason
+        participant.ended_at = now
+    elif not participant.assignments.filter(completed_at__isnull=True).exists():
         participant.state = Participant.COMPLETED
         participant.completion_code = participant.study.completion_code or new_completion_code()
         participant.completed_at = now
-    participant.save(update_fields=["last_seen_at", "state", "completion_code", "completed_at"])
-    return done
+    participant.save(update_fields=["last_seen_at", "state", "completion_code", "completed_at",
+                                    "screened_out_reason", "ended_at"])
 
 
 def save_ratings(participant_token: str, submission: Submission) -> Outcome:
@@ -242,13 +287,18 @@ def save_ratings(participant_token: str, submission: Submission) -> Outcome:
             raise RatingError(409, "not_watched", "Please play the clip to its end before rating it.")
         try:
             with transaction.atomic():
-                completed = _write(participant, assignment, submission, scales)
+                _write(participant, assignment, submission, scales)
         except IntegrityError:
             # A concurrent request won (databases without row locks), or a UUID was used before.
             if stored := stored_answers(assignment):
                 return _replay_or_conflict(participant, submission, stored)
             raise RatingError(409, "duplicate_key", "These answer keys were already used for another clip.") from None
-    return Outcome(replay=False, answers=stored_answers(assignment), completed=completed)
+    completed = participant.state == Participant.COMPLETED
+    if completed:
+        # After the commit: the participant's ratings are what may fill the study up.
+        assignment_rules.close_if_complete(participant.study)
+    return Outcome(replay=False, answers=stored_answers(assignment), completed=completed,
+                   screened_out=participant.state == Participant.SCREENED_OUT)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ SYNCMOS_JOB_LEASE_SECONDS  how long a claimed generation row stays claimed befor
 SYNCMOS_MAX_CLIP_CLAIMS    claims after which a clip that keeps crashing its workers is failed
 SYNCMOS_METRICS_AFTER_GENERATION  queue the objective metrics of a job's clips when it finishes (default 1)
 SYNCMOS_BEHIND_TLS_PROXY   trust X-Forwarded-Proto from the reverse proxy that terminates HTTPS
+DATABASE_CONN_MAX_AGE      seconds a database connection is kept between requests, default 0 (one per request)
+DATABASE_CONNECT_TIMEOUT   seconds to wait for PostgreSQL to accept a connection, default 5
+SYNCMOS_DATABASE_RETRY_AFTER  the Retry-After (seconds) of the 503 answered while the database is unreachable
 SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE   default on outside DEBUG (serve over HTTPS)
 """
 
@@ -99,6 +102,12 @@ def database_from_url(url: str) -> dict:
             "HOST": parsed.hostname or "",
             "PORT": str(port or ""),
             "CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+            # A kept connection that died with the database (restart, failover) is replaced before
+            # it is used, instead of failing the first request after the outage.
+            "CONN_HEALTH_CHECKS": True,
+            # An unreachable database fails a request within seconds (answered 503 by
+            # studyapp.middleware) instead of holding a web thread until the OS gives up.
+            "OPTIONS": {"connect_timeout": envint("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)},
         }
     raise ImproperlyConfigured(
         f"DATABASE_URL={url!r}: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgres://)"
@@ -140,6 +149,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before everything that touches the database (sessions included): an outage answers 503, not 500.
+    "studyapp.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -200,6 +211,8 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", not DEBUG)
 
+# While the database cannot be reached, pages and the trial page's POSTs are told to retry after this.
+SYNCMOS_DATABASE_RETRY_AFTER = envint("SYNCMOS_DATABASE_RETRY_AFTER", 2, minimum=1)
 SYNCMOS_CLIP_URL_MAX_AGE = envint("SYNCMOS_CLIP_URL_MAX_AGE", 6 * 3600, minimum=60)
 SYNCMOS_JOB_LEASE_SECONDS = envint("SYNCMOS_JOB_LEASE_SECONDS", 15 * 60, minimum=10)
 # A clip claimed more often than this (each render and encode is one claim) keeps killing its workers.

@@ -121,8 +121,17 @@ def make_clip(variant: int, clip_files: list[ClipFile], *, status: str = Clip.RE
     return clip
 
 
+# The environment check off: the flow tests start rating right after consent (tests of the check turn it on).
+NO_ENVIRONMENT_CHECK = dict(
+    allow_phones=True, min_viewport_width=0, min_viewport_height=0, min_face_px=0, audio_check=False,
+    request_fullscreen=False,
+)
+
+
 def make_study(clip_files: list[ClipFile], *, n_clips: int = 5, per_participant: int = 4, **fields) -> Study:
     fields.setdefault("status", Study.OPEN)
+    for name, value in NO_ENVIRONMENT_CHECK.items():
+        fields.setdefault(name, value)
     study = Study.objects.create(
         title="How natural do these talking faces look?", clips_per_participant=per_participant,
         instructions="You will see short videos of a talking face.", consent_text="We store your ratings anonymously.",

@@ -1,8 +1,14 @@
 """Clip media under opaque, signed, expiring URLs, with HTTP byte ranges.
 
-The URL carries only the assignment token (random, different for every participant), signed with a
-dedicated salt and a timestamp; it says nothing about the clip, its condition or its file. The
-response carries no file name, no validator derived from the file, and may not be cached or shared.
+A trial shows up to two videos: the clip to rate ("main"), and by the study's method its reference
+(DCR, "reference") or the second clip of a comparison (pairwise, "b"). Every one of them is served
+from ``/m/<signed>``, where the signed value is the assignment token (random, different for every
+participant) and a tag that names the side only to the server: an HMAC of the token and the side,
+so the tags of one trial say nothing about those of another. The file behind each side is resolved
+here, server-side, from the assignment; a side that does not apply to the assignment is a 404. The
+URL is signed with a dedicated salt and a timestamp and only served to the browser session of the
+participant it belongs to. It says nothing about the clip, its condition or its file; the response
+carries no file name, no validator derived from the file, and may not be cached or shared.
 """
 
 from __future__ import annotations
@@ -16,28 +22,78 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django.views.decorators.http import require_http_methods
 
-from generation.models import Clip
-from studyapp.models import Assignment, Participant
+from generation.models import Clip, Condition
+from studyapp.models import Assignment, Participant, Study
 from studyapp.views.session import is_remembered
 
 CLIP_URL_SALT = "syncmos.participant.clip-url"
+SIDE_TAG_SALT = CLIP_URL_SALT + ".side"
 CHUNK = 64 * 1024
+
+MAIN = "main"  # the clip to rate (pairwise: clip A)
+REFERENCE = "reference"  # DCR: the reference shown before the clip
+B = "b"  # pairwise: clip B
+SIDES = (MAIN, REFERENCE, B)
+# Tokens are URL-safe base64 (letters, digits, "-" and "_"): the dot cannot be part of one.
+TAG_SEPARATOR = "."
+TAG_LENGTH = 16
 
 
 class UnsatisfiableRange(Exception):
     pass
 
 
-def clip_url(assignment_token: str) -> str:
-    signed = signing.TimestampSigner(salt=CLIP_URL_SALT).sign(assignment_token)
-    return reverse("participant:clip-media", args=[signed])
+def side_tag(assignment_token: str, side: str) -> str:
+    """An opaque name of one side of one assignment: only the server can tell which side it is."""
+    return salted_hmac(SIDE_TAG_SALT, f"{assignment_token}:{side}", algorithm="sha256").hexdigest()[:TAG_LENGTH]
 
 
-def unsign_clip_url(signed: str) -> str:
-    """The assignment token of a clip URL; raises ``signing.BadSignature`` (or its ``SignatureExpired``)."""
-    return signing.TimestampSigner(salt=CLIP_URL_SALT).unsign(signed, max_age=settings.SYNCMOS_CLIP_URL_MAX_AGE)
+def clip_url(assignment_token: str, side: str = MAIN) -> str:
+    """The signed, expiring URL of one side's video of an assignment."""
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}; expected one of {SIDES}")
+    value = f"{assignment_token}{TAG_SEPARATOR}{side_tag(assignment_token, side)}"
+    return reverse("participant:clip-media", args=[signing.TimestampSigner(salt=CLIP_URL_SALT).sign(value)])
+
+
+def unsign_clip_url(signed: str) -> tuple[str, str | None]:
+    """The assignment token and side of a clip URL (side None: a tag that names no side).
+
+    Raises ``signing.BadSignature`` (or its ``SignatureExpired``). A bare token, as signed before
+    trials had sides, is the main clip.
+    """
+    value = signing.TimestampSigner(salt=CLIP_URL_SALT).unsign(signed, max_age=settings.SYNCMOS_CLIP_URL_MAX_AGE)
+    token, _, tag = value.partition(TAG_SEPARATOR)
+    if not tag:
+        return token, MAIN
+    return token, next((side for side in SIDES if constant_time_compare(tag, side_tag(token, side))), None)
+
+
+def reference_of(clip: Clip) -> Clip | None:
+    """The reference a DCR trial shows before ``clip``: the clip itself when it is the hidden reference."""
+    return clip if clip.condition.kind == Condition.KIND_REFERENCE else clip.reference
+
+
+def trial_sides(assignment: Assignment) -> tuple[str, ...]:
+    """The sides an assignment's trial shows, in the order they play (DCR: the reference first)."""
+    if assignment.paired_study_clip_id is not None:
+        return (MAIN, B)
+    if assignment.participant.study.method == Study.METHOD_DCR:
+        return (REFERENCE, MAIN)
+    return (MAIN,)
+
+
+def served_clip(assignment: Assignment, side: str | None) -> Clip | None:
+    """The clip behind one side of an assignment, or None where that side does not apply."""
+    if side not in trial_sides(assignment):
+        return None
+    if side == B:
+        return assignment.paired_study_clip.clip
+    clip = assignment.study_clip.clip
+    return reference_of(clip) if side == REFERENCE else clip
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -86,18 +142,25 @@ def _refuse(status: int, text: str) -> HttpResponse:
 
 
 def _clip_path(request: HttpRequest, signed: str) -> str | HttpResponse:
-    """The file to send, or the refusal: bad/expired signature, another session, not in progress."""
+    """The file to send, or the refusal: bad/expired signature, another session, not in progress,
+    a side the assignment does not have. Every "no such video" answer is the same 404."""
     try:
-        token = unsign_clip_url(signed)
+        token, side = unsign_clip_url(signed)
     except signing.SignatureExpired:
         return _refuse(403, "This video link has expired. Reload the page to continue.")
     except signing.BadSignature:
         return _refuse(404, "Not found.")
-    assignment = Assignment.objects.select_related("participant", "study_clip__clip").filter(token=token).first()
+    assignment = (
+        Assignment.objects.select_related(
+            "participant__study", "study_clip__clip__condition", "study_clip__clip__reference",
+            "paired_study_clip__clip",
+        ).filter(token=token).first()
+    )
     if assignment is None or not is_remembered(request, assignment.participant.token):
         return _refuse(403, "This video belongs to another session.")
-    clip = assignment.study_clip.clip
-    if assignment.participant.state != Participant.IN_PROGRESS or clip.status != Clip.READY or not clip.file:
+    clip = served_clip(assignment, side)
+    if assignment.participant.state != Participant.IN_PROGRESS or clip is None or clip.status != Clip.READY \
+            or not clip.file:
         return _refuse(404, "Not found.")
     Participant.objects.filter(pk=assignment.participant_id).update(last_seen_at=timezone.now())  # watching
     return clip.file.path if os.path.isfile(clip.file.path) else _refuse(404, "Not found.")

@@ -5,6 +5,8 @@ import threading
 import pytest
 from django.db import connection
 
+from tests.e2e.pages import browser  # noqa: F401  (the fixture, shared by every browser test)
+
 
 @pytest.fixture
 def isolated_live_server(live_server):

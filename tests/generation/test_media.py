@@ -327,3 +327,81 @@ def test_it_degrades_monotonically_with_crf():
     assert media.compress_roundtrip(frames, 25.0, 30).shape == frames.shape
     with pytest.raises(ValueError):
         media.compress_roundtrip(frames, 25.0, 60)
+
+
+# --- size rounding (blinding: a clip's size must not tell it apart) -------------------------------
+
+
+def _box(kind: bytes, payload_size: int) -> bytes:
+    return (8 + payload_size).to_bytes(4, "big") + kind + bytes(payload_size)
+
+
+def test_it_pads_delivery_files_to_a_whole_number_of_blocks(delivered):
+    dst, info = delivered
+    assert info.size_bytes == os.path.getsize(dst)
+    assert info.size_bytes % media.DELIVERY_SIZE_BLOCK == 0
+    boxes = top_level_boxes(dst)
+    assert boxes[-1] == "free" and boxes.index("moov") < boxes.index("mdat")
+
+
+def test_padding_keeps_every_frame_sample_and_duration(work, ntsc_source, delivered):
+    plain = work / "unpadded.mp4"
+    plain_info = media.normalize(ntsc_source, plain, DeliveryProfile(), size_block=None)
+    padded, padded_info = delivered
+    assert plain_info.size_bytes % media.DELIVERY_SIZE_BLOCK != 0  # the padding did something
+    assert padded.read_bytes()[: plain_info.size_bytes] == plain.read_bytes()  # appended, nothing else changed
+    frames, fps = media.read_video(plain)
+    padded_frames, padded_fps = media.read_video(padded)
+    assert fps == padded_fps and np.array_equal(frames, padded_frames)
+    assert np.array_equal(media.read_audio(plain, 48000), media.read_audio(padded, 48000))
+    for name in ("duration", "n_frames", "video_duration", "audio_duration", "format_tags", "stream_tags"):
+        assert getattr(plain_info, name) == getattr(padded_info, name), name
+    decode = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(padded), "-f", "null", "-"],
+                            capture_output=True, check=True)
+    assert decode.stderr == b""  # not even a warning about the trailing box
+
+
+def test_padding_an_already_padded_file_changes_nothing(work, delivered):
+    copy = work / "padded-again.mp4"
+    shutil.copyfile(delivered[0], copy)
+    before = os.stat(copy)
+    assert media.pad_to_block(copy) == before.st_size
+    after = os.stat(copy)
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert media.sha256_file(copy) == media.sha256_file(delivered[0])
+
+
+def test_padding_to_another_block_replaces_the_earlier_padding(work, delivered):
+    copy = work / "repadded.mp4"
+    shutil.copyfile(delivered[0], copy)
+    boxes = media.top_level_boxes(copy)
+    content_end = boxes[-1][1]  # where the trailing free box starts
+    assert media.pad_to_block(copy, 100_000) % 100_000 == 0
+    repadded = media.top_level_boxes(copy)
+    assert [kind for kind, _, _ in repadded].count(b"free") == [kind for kind, _, _ in boxes].count(b"free")
+    assert repadded[-1][1] == content_end
+    assert copy.read_bytes()[:content_end] == delivered[0].read_bytes()[:content_end]
+
+
+@pytest.mark.parametrize("short_of_block", [1, 7, 8, 9, 4000])
+def test_padding_always_leaves_room_for_a_box_header(tmp_path, short_of_block):
+    block = 4096
+    path = tmp_path / "boxes.mp4"
+    path.write_bytes(_box(b"ftyp", 16) + _box(b"mdat", block - 24 - 8 - short_of_block + 3 * block))
+    content = path.read_bytes()
+    size = media.pad_to_block(path, block)
+    expected = 4 * block if short_of_block >= 8 else 5 * block
+    assert size == os.path.getsize(path) == expected
+    assert path.read_bytes()[: len(content)] == content
+    assert media.top_level_boxes(path)[-1] == (b"free", len(content), expected - len(content))
+
+
+def test_padding_refuses_what_is_not_an_mp4_and_leaves_it_alone(tmp_path):
+    for name, data in [("noise.mp4", bytes(range(256)) * 7), ("open_ended.mp4", _box(b"ftyp", 8) + bytes(4) + b"mdat"),
+                       ("truncated.mp4", _box(b"ftyp", 8) + (5000).to_bytes(4, "big") + b"mdat" + bytes(10))]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(MediaError, match=name):
+            media.pad_to_block(path, 1024)
+        assert path.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.mp4", "open_ended.mp4", "truncated.mp4"]

@@ -16,11 +16,13 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from studyapp.assignment import enroll
-from studyapp.models import Assignment, Participant, Rating, Study
+from studyapp.assignment import coverage_rows, enroll
+from studyapp.models import Assignment, Participant, Rating, Study, StudyClip
 from studyapp.views import media
 
-from .conftest import mark_ended, start_session
+from .conftest import (
+    GOLD_FAIL, GOLD_PASS, PRACTICE_FEEDBACK, make_quality_study, mark_ended, start_session,
+)
 
 
 def study_url(study: Study, query: str = "") -> str:
@@ -180,6 +182,7 @@ def test_it_shows_a_friendly_page_to_an_inactive_participant(session):
     Participant.objects.filter(pk=session.participant.pk).update(state=Participant.RETURNED)
     response = session.client.get(session.home)
     assert response.status_code == 410 and "no longer available" in response.content.decode()
+    assert "You have returned this study" in response.content.decode()
 
 
 def test_it_ends_the_session_of_a_participant_who_timed_out(session):
@@ -192,6 +195,7 @@ def test_it_ends_the_session_of_a_participant_who_timed_out(session):
     assert back["Location"] == session.home
     page = session.client.get(session.home)
     assert page.status_code == 410 and "This session has ended" in page.content.decode()
+    assert "timed out" in page.content.decode()
     refused = session.rate(assignment)
     assert refused.status_code == 403 and refused.json()["error"] == "not_in_progress"
     assert not Rating.objects.exists()
@@ -229,6 +233,9 @@ def test_it_shows_the_end_page_only_when_everything_is_stored(study):
     code = session.participant.completion_code
     link = re.search(r'href="(https://app\.prolific\.com[^"]+)"', html).group(1).replace("&amp;", "&")
     assert parse_qs(urlsplit(link).query) == {"lang": ["en"], "cc": [code]}
+    # … and the page goes there by itself after a short, visible moment.
+    redirect = re.search(r'data-redirect-url="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert redirect == link and 'data-redirect-seconds="3"' in html and 'id="redirect-status"' in html
 
 
 # ---- clip media ----
@@ -370,3 +377,187 @@ def test_it_shows_the_end_page_when_the_last_rating_lands_during_the_request(ses
     monkeypatch.setattr(views, "next_assignment", last_rating_commits_meanwhile)
     page = session.client.get(session.home)
     assert page.status_code == 200 and "LATE42" in page.content.decode()
+
+
+# ---- Prolific ----
+
+PROLIFIC = "?PROLIFIC_PID=5f8a9c0ffee&STUDY_ID=abc123&SESSION_ID=s-42"
+
+
+def test_the_consent_form_posts_back_to_the_study_link_with_its_query(study, client):
+    html = client.get(study_url(study, PROLIFIC)).content.decode()
+    action = re.search(r'<form method="post" action="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert action == study_url(study, PROLIFIC)
+
+
+def test_it_stores_the_prolific_ids_from_the_study_link(study):
+    participant = start_session(study, query=PROLIFIC).participant
+    assert (participant.external_id, participant.external_study_id, participant.external_session_id) == (
+        "5f8a9c0ffee", "abc123", "s-42")
+
+
+@pytest.mark.parametrize("state", [s for s, _ in Participant.STATE_CHOICES])
+def test_a_prolific_id_takes_the_study_once_and_resumes_whatever_its_state(study, state):
+    first = start_session(study, query=PROLIFIC)
+    Participant.objects.filter(pk=first.participant.pk).update(state=state)
+    for method in ("get", "post"):
+        elsewhere = Client()  # another browser, the same PROLIFIC_PID
+        data = {"consent": "yes"} if method == "post" else {}
+        response = getattr(elsewhere, method)(study_url(study, PROLIFIC), data)
+        assert response.status_code == 302 and response["Location"] == first.home
+    assert Participant.objects.filter(study=study).count() == 1
+    assert Participant.objects.get(pk=first.participant.pk).state == state
+
+
+def test_no_code_reaches_a_participant_who_has_not_earned_it(study):
+    study.completion_url, study.completion_code = "https://app.prolific.com/submissions/complete", "DONE42"
+    study.save()
+    session = start_session(study)
+    session.begin()
+    for state in (Participant.IN_PROGRESS, Participant.RETURNED, Participant.TIMED_OUT, Participant.SCREENED_OUT):
+        Participant.objects.filter(pk=session.participant.pk).update(state=state)
+        html = session.client.get(session.home).content.decode()
+        assert "DONE42" not in html and "cc=" not in html and "prolific.com" not in html, state
+
+
+def test_the_screened_out_page_sends_the_screen_out_code_back_to_the_platform(study):
+    study.completion_url, study.screened_out_code = "https://app.prolific.com/submissions/complete", "SCREEN9"
+    study.save()
+    session = start_session(study)
+    Participant.objects.filter(pk=session.participant.pk).update(
+        state=Participant.SCREENED_OUT, screened_out_reason="failed 2 of 3 attention checks")
+    response = session.client.get(session.home)
+    html = response.content.decode()
+    assert response.status_code == 200 and "You cannot continue" in html and "failed 2 of 3 attention checks" in html
+    assert 'data-redirect-url="https://app.prolific.com/submissions/complete?cc=SCREEN9"' in html
+    assert 'href="https://app.prolific.com/submissions/complete?cc=SCREEN9"' in html
+
+
+def test_the_screened_out_page_without_a_screen_out_code_says_what_to_do(study):
+    study.completion_url = "https://app.prolific.com/submissions/complete"
+    study.save()
+    session = start_session(study)
+    Participant.objects.filter(pk=session.participant.pk).update(state=Participant.SCREENED_OUT)
+    html = session.client.get(session.home).content.decode()
+    assert "You cannot continue" in html and "return the study" in html
+    assert "data-redirect-url" not in html and "cc=" not in html
+
+
+# ---- returning the study ----
+
+def test_it_asks_before_returning_the_study(session):
+    url = reverse("participant:return", args=[session.participant.token])
+    assert url in session.client.get(session.home).content.decode()  # linked from the instructions
+    page = session.client.get(url)
+    html = page.content.decode()
+    assert page.status_code == 200 and "Return this study?" in html
+    assert f'action="{url}"' in html and "Yes, return the study" in html and f'href="{session.home}"' in html
+    assert Participant.objects.get(pk=session.participant.pk).state == Participant.IN_PROGRESS
+
+
+def test_returning_ends_the_session_and_frees_its_clips(session):
+    study = session.participant.study
+    assert sum(row.in_progress for row in coverage_rows(study)) == 4
+    response = session.client.post(reverse("participant:return", args=[session.participant.token]))
+    assert response.status_code == 302 and response["Location"] == session.home
+    participant = Participant.objects.get(pk=session.participant.pk)
+    assert participant.state == Participant.RETURNED and participant.ended_at is not None
+    assert participant.completion_code == ""
+    assert sum(row.in_progress for row in coverage_rows(study)) == 0
+    page = session.client.get(session.home)
+    assert page.status_code == 410 and "You have returned this study" in page.content.decode()
+    assignment = participant.assignments.order_by("position").first()
+    mark_ended(assignment)
+    assert session.rate(assignment).status_code == 403
+
+
+def test_a_completed_participant_cannot_return(session):
+    finish(session)
+    url = reverse("participant:return", args=[session.participant.token])
+    assert session.client.get(url)["Location"] == session.home
+    session.client.post(url)
+    assert Participant.objects.get(pk=session.participant.pk).state == Participant.COMPLETED
+
+
+# ---- practice feedback and gold ----
+
+@pytest.fixture
+def quality(db, clip_files):
+    study = make_quality_study(clip_files, practice=1, gold=2, tests=2, gold_failures_allowed=1)
+    session = start_session(study)
+    session.begin()
+    return session
+
+
+def test_it_mentions_the_practice_clips_in_the_instructions(db, clip_files):
+    session = start_session(make_quality_study(clip_files, practice=2, gold=0))
+    html = session.client.get(session.home).content.decode()
+    assert "The first 2 clips are practice clips" in html and "4 clips in total" in html
+    assert "from 1 (Bad) to 5 (Excellent)" in html
+
+
+def test_it_shows_feedback_after_a_practice_trial_until_the_participant_continues(quality):
+    practice = quality.participant.assignments.get(role=StudyClip.ROLE_PRACTICE)
+    mark_ended(practice)
+    quality.rate(practice, {"sync": 3, "visual": 4, "overall": 1})
+    for _ in range(2):  # a reload shows it again
+        page = quality.client.get(quality.home)
+        html = page.content.decode()
+        assert page.status_code == 200 and "Feedback on your practice answers" in html
+    assert "Practice clip 1 of 1" in html and "outside the range we expected" in html
+    assert "3 (Fair)" in html and "4 (Good) to 5 (Excellent)" in html and "3 (Fair) to 5 (Excellent)" in html
+    assert html.count("Outside the expected range") == 1 and html.count("Inside the expected range") == 1
+    assert "No expected answer for this question" in html and PRACTICE_FEEDBACK in html
+    assert f'name="assignment" value="{practice.token}"' in html
+    response = quality.client.post(reverse("participant:feedback", args=[quality.participant.token]),
+                                   {"assignment": practice.token})
+    assert response.status_code == 302
+    practice.refresh_from_db()
+    assert practice.feedback_seen_at is not None
+    following = quality.participant.assignments.get(position=practice.position + 1)
+    html = quality.client.get(quality.home).content.decode()
+    assert "Feedback" not in html and following.token in html
+
+
+def test_it_does_not_take_feedback_acknowledgements_for_other_trials(quality):
+    practice = quality.participant.assignments.get(role=StudyClip.ROLE_PRACTICE)
+    eve = start_session(practice.participant.study)
+    eve.client.post(reverse("participant:feedback", args=[eve.participant.token]), {"assignment": practice.token})
+    quality.client.post(reverse("participant:feedback", args=[quality.participant.token]),
+                        {"assignment": practice.token})  # not rated yet
+    practice.refresh_from_db()
+    assert practice.feedback_seen_at is None
+
+
+def test_a_failed_gold_check_past_the_allowance_leads_to_the_screen_out_page(quality):
+    study = quality.participant.study
+    study.completion_url, study.screened_out_code = "https://app.prolific.com/submissions/complete", "GOLDOUT"
+    study.save()
+    practice = quality.participant.assignments.get(role=StudyClip.ROLE_PRACTICE)
+    mark_ended(practice)
+    quality.rate(practice, {"sync": 5, "visual": 5, "overall": 5})
+    quality.client.post(reverse("participant:feedback", args=[quality.participant.token]),
+                        {"assignment": practice.token})
+    outcomes = []
+    for assignment in quality.participant.assignments.exclude(role=StudyClip.ROLE_PRACTICE).order_by("position"):
+        mark_ended(assignment)
+        values = GOLD_FAIL if assignment.role == StudyClip.ROLE_GOLD else {"sync": 3, "visual": 3, "overall": 3}
+        response = quality.rate(assignment, values)
+        outcomes.append((assignment.role, response.status_code, response.json().get("screened_out")))
+        if response.json().get("screened_out"):
+            next_url = response.json()["next"]
+            break
+    assert outcomes[-1] == (StudyClip.ROLE_GOLD, 201, True)
+    assert sum(role == StudyClip.ROLE_GOLD for role, _, _ in outcomes) == 2
+    html = quality.client.get(next_url).content.decode()
+    assert "You cannot continue" in html and "failed 2 of 2 attention checks" in html
+    assert "cc=GOLDOUT" in html
+    participant = Participant.objects.get(pk=quality.participant.pk)
+    assert participant.state == Participant.SCREENED_OUT and participant.completion_code == ""
+
+
+def test_a_passed_gold_check_goes_on_as_usual(quality):
+    gold = quality.participant.assignments.filter(role=StudyClip.ROLE_GOLD).order_by("position").first()
+    mark_ended(gold)
+    assert quality.rate(gold, GOLD_PASS).json()["screened_out"] is False
+    assert Participant.objects.get(pk=quality.participant.pk).state == Participant.IN_PROGRESS

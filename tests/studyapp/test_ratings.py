@@ -12,9 +12,11 @@ from django.test import Client
 
 from generation.models import Clip
 from studyapp import ratings
-from studyapp.models import Assignment, Participant, PlaybackEvent, Rating
+from studyapp.models import Assignment, Participant, PlaybackEvent, Rating, Study, StudyClip
 
-from .conftest import backdate_plays, clip_duration, mark_ended, start_session
+from .conftest import (
+    GOLD_FAIL, GOLD_PASS, backdate_plays, clip_duration, make_quality_study, mark_ended, start_session,
+)
 
 
 def first(session) -> Assignment:
@@ -417,3 +419,141 @@ def test_it_stores_one_answer_when_two_requests_race(clip_files, same_trial):
     assert {(r.scale.key, r.value, str(r.client_uuid)) for r in stored.select_related("scale")} == {
         (k, v["value"], v["uuid"]) for k, v in winner["ratings"].items()
     }
+
+
+# ---- first choice, the main clip's events, practice and gold checks, closing the study ----
+
+def test_it_stores_the_time_to_the_first_choice(session):
+    assignment = first(session)
+    session.ended(assignment)
+    assert session.post_json("rate", {**body(assignment), "first_choice_ms": 812.4}).status_code == 201
+    assignment.refresh_from_db()
+    assert assignment.first_choice_ms == 812
+
+
+@pytest.mark.parametrize("bad", [-1, "900", True, 2**31, 1e300])
+def test_it_validates_the_time_to_the_first_choice_like_the_response_time(session, bad):
+    assignment = first(session)
+    session.ended(assignment)
+    response = session.post_json("rate", {**body(assignment), "first_choice_ms": bad})
+    assert response.status_code == 400 and "first_choice_ms" in response.json()["message"]
+    assert Rating.objects.count() == 0
+
+
+def test_it_leaves_the_first_choice_empty_when_the_page_does_not_send_it(session):
+    assignment = first(session)
+    session.ended(assignment)
+    session.post_json("rate", body(assignment))
+    assignment.refresh_from_db()
+    assert assignment.first_choice_ms is None and assignment.passed_check is None  # a test trial has no check
+
+
+@pytest.mark.parametrize("detail", ["reference", "b"])
+def test_only_the_main_clips_events_unlock_rating(session, detail):
+    """A DCR reference or a pairwise B video that played to its end does not count for the clip to rate."""
+    assignment = first(session)
+    duration = clip_duration(assignment)
+    session.events(assignment, {"kind": "play", "media_time": 0, "detail": detail})
+    backdate_plays(assignment, duration)
+    session.events(assignment, {"kind": "ended", "media_time": duration, "detail": detail})
+    assert_not_watched(session, assignment)
+    assert assignment.playback_events.filter(detail=detail).count() == 2  # stored all the same
+    session.events(assignment, {"kind": "play", "media_time": 0, "detail": "main"})
+    backdate_plays(assignment, duration)
+    session.events(assignment, {"kind": "ended", "media_time": duration})
+    assert session.post_json("rate", body(assignment)).status_code == 201
+
+
+@pytest.fixture
+def quality_session(db, clip_files):
+    study = make_quality_study(clip_files, practice=1, gold=2, tests=2, gold_failures_allowed=1)
+    return start_session(study)
+
+
+def trials(session, role: str) -> list[Assignment]:
+    return list(session.participant.assignments.filter(role=role).order_by("position"))
+
+
+def rate_trial(session, assignment: Assignment, values: dict[str, int]):
+    mark_ended(assignment)
+    return session.post_json("rate", body(assignment, values))
+
+
+@pytest.mark.parametrize("values, passed", [
+    ({"sync": 4, "visual": 3, "overall": 1}, True),  # overall has no expected answer: don't care
+    ({"sync": 5, "visual": 5, "overall": 5}, True),
+    ({"sync": 3, "visual": 4, "overall": 4}, False),
+    ({"sync": 5, "visual": 2, "overall": 4}, False),
+])
+def test_it_checks_a_practice_answer_against_its_expected_ranges(quality_session, values, passed):
+    (practice,) = trials(quality_session, StudyClip.ROLE_PRACTICE)
+    assert rate_trial(quality_session, practice, values).status_code == 201
+    practice.refresh_from_db()
+    assert practice.passed_check is passed
+    assert Participant.objects.get(pk=quality_session.participant.pk).state == Participant.IN_PROGRESS
+
+
+def test_it_records_gold_passes_and_failures(quality_session):
+    gold = trials(quality_session, StudyClip.ROLE_GOLD)
+    response = rate_trial(quality_session, gold[0], GOLD_FAIL)
+    assert response.status_code == 201 and response.json()["screened_out"] is False
+    rate_trial(quality_session, gold[1], GOLD_PASS)
+    assert [g.passed_check for g in Assignment.objects.filter(pk__in=[g.pk for g in gold]).order_by("position")] \
+        == [False, True]
+    assert Participant.objects.get(pk=quality_session.participant.pk).state == Participant.IN_PROGRESS
+
+
+def test_it_screens_out_a_participant_who_fails_gold_past_the_allowance(quality_session):
+    gold = trials(quality_session, StudyClip.ROLE_GOLD)
+    rate_trial(quality_session, gold[0], GOLD_FAIL)
+    response = rate_trial(quality_session, gold[1], GOLD_FAIL)
+    assert response.status_code == 201
+    data = response.json()
+    assert data["screened_out"] is True and data["completed"] is False
+    assert data["next"] == f"/p/{quality_session.participant.token}/"
+    participant = Participant.objects.get(pk=quality_session.participant.pk)
+    assert participant.state == Participant.SCREENED_OUT and participant.ended_at is not None
+    assert participant.screened_out_reason == "failed 2 of 2 attention checks"
+    assert participant.completion_code == ""
+    assert Rating.objects.filter(assignment=gold[1]).count() == 3  # the failure itself is recorded
+    # The page's retry of that same answer gets the stored answer and the news; other trials are refused.
+    rows = Rating.objects.filter(assignment=gold[1]).select_related("scale")
+    stored = {r.scale.key: str(r.client_uuid) for r in rows}
+    replay = quality_session.post_json("rate", body(gold[1], GOLD_FAIL, stored))
+    assert replay.status_code == 200 and replay.json()["screened_out"] is True
+    test_trial = trials(quality_session, StudyClip.ROLE_TEST)[0]
+    assert rate_trial(quality_session, test_trial, {"sync": 3, "visual": 3, "overall": 3}).status_code == 403
+
+
+def test_a_gold_failure_on_the_last_trial_screens_out_instead_of_completing(db, clip_files):
+    study = make_quality_study(clip_files, practice=0, gold=1, tests=1, gold_failures_allowed=0)
+    session = start_session(study)
+    test_trial, gold_trial = session.participant.assignments.order_by("position")  # gold is never first
+    assert (test_trial.role, gold_trial.role) == (StudyClip.ROLE_TEST, StudyClip.ROLE_GOLD)
+    rate_trial(session, test_trial, {"sync": 3, "visual": 3, "overall": 3})
+    last = rate_trial(session, gold_trial, GOLD_FAIL).json()
+    assert last["screened_out"] is True and last["completed"] is False
+    participant = Participant.objects.get(pk=session.participant.pk)
+    assert participant.state == Participant.SCREENED_OUT
+    assert participant.screened_out_reason == "failed 1 of 1 attention check"
+    assert participant.completion_code == "" and participant.completed_at is None
+
+
+def test_practice_failures_never_screen_anyone_out(db, clip_files):
+    study = make_quality_study(clip_files, practice=2, gold=0, tests=1, gold_failures_allowed=0)
+    session = start_session(study)
+    for assignment in trials(session, StudyClip.ROLE_PRACTICE):
+        assert rate_trial(session, assignment, {"sync": 1, "visual": 1, "overall": 1}).json()["screened_out"] is False
+    assert Participant.objects.get(pk=session.participant.pk).state == Participant.IN_PROGRESS
+
+
+def test_the_last_rating_lets_an_auto_close_study_close_itself(db, clip_files):
+    from tests.fixtures import make_study
+
+    study = make_study(clip_files, n_clips=2, per_participant=2, ratings_per_clip=1, auto_close=True)
+    session = start_session(study)
+    assignments = list(session.participant.assignments.order_by("position"))
+    rate_trial(session, assignments[0], {"sync": 3, "visual": 3, "overall": 3})
+    assert Study.objects.get(pk=study.pk).status == Study.OPEN
+    assert rate_trial(session, assignments[1], {"sync": 3, "visual": 3, "overall": 3}).json()["completed"] is True
+    assert Study.objects.get(pk=study.pk).status == Study.CLOSED
