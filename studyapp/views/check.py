@@ -8,22 +8,20 @@ participant, only while they are taking the check, and only for the current atte
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 from django.conf import settings
 from django.core import signing
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from studyapp import environment
 from studyapp.models import Participant, Study
-from studyapp.views.media import UnsatisfiableRange, parse_range
+from studyapp.views.media import private_mp4, refuse
 from studyapp.views.session import is_remembered
 
 CHECK_URL_SALT = "syncmos.participant.check-clip"
-CHUNK = 64 * 1024
 
 
 def check_clip_url(participant_token: str, nonce: str) -> str:
@@ -60,51 +58,17 @@ def render_check(request: HttpRequest, participant: Participant) -> HttpResponse
     return render(request, "studyapp/environment.html", context)
 
 
-def _private(response: HttpResponse) -> HttpResponse:
-    response["Cache-Control"] = "private, no-store"
-    response["Accept-Ranges"] = "bytes"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def _refuse(status: int, text: str) -> HttpResponse:
-    return _private(HttpResponse(text, status=status, content_type="text/plain; charset=utf-8"))
-
-
-def _read(path: str, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        while length > 0:
-            chunk = fh.read(min(CHUNK, length))
-            if not chunk:
-                return
-            length -= len(chunk)
-            yield chunk
-
-
 @require_http_methods(["GET", "HEAD"])
 def check_media(request: HttpRequest, signed: str) -> HttpResponse:
     try:
         token, nonce = unsign_check_clip_url(signed)
     except signing.SignatureExpired:
-        return _refuse(403, "This sound check link has expired. Reload the page to continue.")
+        return refuse(403, "This sound check link has expired. Reload the page to continue.")
     except signing.BadSignature:
-        return _refuse(404, "Not found.")
+        return refuse(404, "Not found.")
     if not is_remembered(request, token):
-        return _refuse(403, "This sound check belongs to another session.")
+        return refuse(403, "This sound check belongs to another session.")
     path = environment.serve_check_clip(token, nonce)
     if path is None:
-        return _refuse(404, "Not found.")
-    path = os.fspath(path)
-    size = os.path.getsize(path)
-    try:
-        span = None if "HTTP_IF_RANGE" in request.META else parse_range(request.headers.get("Range"), size)
-    except UnsatisfiableRange:
-        return _private(HttpResponse(status=416, headers={"Content-Range": f"bytes */{size}"}))
-    start, end = span or (0, size - 1)
-    response = StreamingHttpResponse(_read(path, start, end - start + 1), status=206 if span else 200,
-                                     content_type="video/mp4")
-    response["Content-Length"] = str(end - start + 1)
-    if span:
-        response["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return _private(response)
+        return refuse(404, "Not found.")
+    return private_mp4(request, os.fspath(path))

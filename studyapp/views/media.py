@@ -137,7 +137,8 @@ def _private(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _refuse(status: int, text: str) -> HttpResponse:
+def refuse(status: int, text: str) -> HttpResponse:
+    """A plain-text refusal with the same private headers as the media itself."""
     return _private(HttpResponse(text, status=status, content_type="text/plain; charset=utf-8"))
 
 
@@ -147,9 +148,9 @@ def _clip_path(request: HttpRequest, signed: str) -> str | HttpResponse:
     try:
         token, side = unsign_clip_url(signed)
     except signing.SignatureExpired:
-        return _refuse(403, "This video link has expired. Reload the page to continue.")
+        return refuse(403, "This video link has expired. Reload the page to continue.")
     except signing.BadSignature:
-        return _refuse(404, "Not found.")
+        return refuse(404, "Not found.")
     assignment = (
         Assignment.objects.select_related(
             "participant__study", "study_clip__clip__condition", "study_clip__clip__reference",
@@ -157,13 +158,13 @@ def _clip_path(request: HttpRequest, signed: str) -> str | HttpResponse:
         ).filter(token=token).first()
     )
     if assignment is None or not is_remembered(request, assignment.participant.token):
-        return _refuse(403, "This video belongs to another session.")
+        return refuse(403, "This video belongs to another session.")
     clip = served_clip(assignment, side)
     if assignment.participant.state != Participant.IN_PROGRESS or clip is None or clip.status != Clip.READY \
             or not clip.file:
-        return _refuse(404, "Not found.")
+        return refuse(404, "Not found.")
     Participant.objects.filter(pk=assignment.participant_id).update(last_seen_at=timezone.now())  # watching
-    return clip.file.path if os.path.isfile(clip.file.path) else _refuse(404, "Not found.")
+    return clip.file.path if os.path.isfile(clip.file.path) else refuse(404, "Not found.")
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -171,6 +172,11 @@ def clip_media(request: HttpRequest, signed: str) -> HttpResponse:
     path = _clip_path(request, signed)
     if isinstance(path, HttpResponse):
         return path
+    return private_mp4(request, path)
+
+
+def private_mp4(request: HttpRequest, path: str) -> HttpResponse:
+    """Send an mp4 to one participant: whole or a byte range, never cached, no validators or file name."""
     size = os.path.getsize(path)
     try:  # If-Range needs a validator we never hand out: then the whole file is the answer.
         span = None if "HTTP_IF_RANGE" in request.META else parse_range(request.headers.get("Range"), size)
