@@ -94,7 +94,11 @@ def test_an_acr_hr_session_rates_the_hidden_reference_like_any_clip(
     second = participant.assignments.get(position=1)
     me.wait.until(lambda d: second.playback_events.filter(kind="ended").count() == 2, "the replay never ended")
     assert second.playback_events.filter(kind="play", detail="replay").count() == 1
-    assert second.playback_events.filter(kind="seek", detail__endswith=" to=0.000").count() == 1  # the rewind
+    # The rewind: reported where the player stood when the seek finished — at 0, or a few ms into the replay
+    # on a busy machine.
+    rewinds = [e for e in second.playback_events.filter(kind="seek")
+               if float(e.detail.rpartition(" to=")[2]) < 0.25]
+    assert len(rewinds) == 1
     me.css(".leave summary").click()  # "Return this study" opens a confirmation under the trial, nothing more
     browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     browser.save_screenshot(str(ARTIFACTS / "acr-hr-page-foot.png"))
