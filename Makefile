@@ -37,7 +37,11 @@ bench-load: install
 	$(SERVICES) start >/dev/null
 	eval "$$($(SERVICES) env)" && $(PY) benchmarks/bench_load.py
 
-.PHONY: demo demo-weights bench-training bench-metrics bench-analysis bench-load test bench install system-deps services services-stop worker-gpu worker-cpu web clean
+# The assignment planner at 10,000 clips for every method and content limit, against the plain least-covered pick.
+bench-assignment: install
+	$(PY) benchmarks/bench_assignment.py
+
+.PHONY: bench-assignment demo demo-weights bench-training bench-metrics bench-analysis bench-load test bench install system-deps services services-stop worker-gpu worker-cpu web clean
 
 demo: install
 	$(DEMO_ENV) $(PY) manage.py migrate --noinput

@@ -389,12 +389,10 @@ def test_a_tampered_clip_url_is_404_and_an_expired_one_is_403(web, study, log):
 
 
 def test_forty_participants_at_once_lose_and_double_no_rating_and_get_no_5xx(web, study, log):
-    started = time.monotonic()
     results = run_participants(web.base_url, study.public_id, 40, log, time_limit=90, ramp_seconds=2.0, seed=3)
     assert check_ratings(study, results) == []
     assert log.server_errors() == []
     assert len(log.of("rate", statuses=[201])) == 40 * 4
-    assert time.monotonic() - started < 90
 
 
 # ---- the simulated browser itself ----
