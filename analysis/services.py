@@ -30,7 +30,7 @@ from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from analysis import exports, plots
+from analysis import exports
 from analysis.data import ratings_frame, study_clip_metrics
 from analysis.models import StudyReport
 from analysis.report import Report, ReportOptions, build_report, observed_design
@@ -80,6 +80,8 @@ def build_study_report(study, *, reveal_conditions: bool = False, exclude_reject
     ratings = ratings_frame(study)
     metrics = study_clip_metrics(study)
     report = build_report(ratings, metrics if metrics.shape[1] > 1 else None, options=options)
+    from analysis import plots  # matplotlib: loaded by the worker that draws, not by every web process
+
     plots.render_figures(report, fmt=fmt)
     return report
 
@@ -266,5 +268,7 @@ def study_planning(study, *, half_width: float = 0.2, difference: float = 0.3, a
     if components:
         options = ReportOptions(target_half_width=half_width, target_difference=difference, alpha=alpha, power=power,
                                 confidence=confidence)
+        from analysis import plots
+
         figure = plots.planning_figure(pd.DataFrame(components), pd.DataFrame(designs), options=options)
     return {"rows": rows, "notes": notes, "figure": figure, "n_ratings": len(ratings)}
